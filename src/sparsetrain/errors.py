@@ -1,0 +1,9 @@
+"""Errors a user can cause: the CLI prints their one-sentence message and exits with 2."""
+
+
+class UserError(ValueError):
+    """A bad name, value, file or config key; the message names it and what is allowed."""
+
+
+class ConfigError(UserError):
+    """A config field has a value outside what the field allows."""

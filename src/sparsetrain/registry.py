@@ -1,0 +1,57 @@
+"""One generic registry, used for every kind of named thing (methods, models, datasets ...).
+
+Modelled on timm's ``_registry.py``: entries are added by decorator and listed by name,
+so conformance tests parametrized over a registry cover a new entry the moment it exists.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Generic, Iterator, TypeVar
+
+from sparsetrain.errors import UserError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Maps names to objects of one kind; unknown names raise a `UserError` listing the valid ones."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, T] = {}
+        self._info: dict[str, dict[str, Any]] = {}
+
+    def register(self, name: str, **info: Any) -> Callable[[T], T]:
+        """Decorator adding ``obj`` under ``name``; ``info`` is free metadata (e.g. a help line)."""
+
+        def add(obj: T) -> T:
+            if name in self._entries:
+                raise ValueError(f"{self.kind} {name!r} is registered twice")
+            self._entries[name] = obj
+            self._info[name] = info
+            return obj
+
+        return add
+
+    def get(self, name: str) -> T:
+        if name not in self._entries:
+            raise UserError(
+                f"unknown {self.kind} {name!r}; choose one of: {', '.join(self.names())}"
+            )
+        return self._entries[name]
+
+    def info(self, name: str) -> dict[str, Any]:
+        self.get(name)
+        return dict(self._info[name])
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self._entries)
