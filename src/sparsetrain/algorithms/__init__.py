@@ -1,1 +1,19 @@
-"""sparsetrain.algorithms"""
+"""Every sparsity method, registered by name in `METHODS`.
+
+Each method wraps a model and its optimizer; call ``method.step()`` instead of
+``optimizer.step()`` in any training loop.
+"""
+
+from sparsetrain.algorithms.base import Method, MethodConfig, Sparsifier, SparsityConfig
+from sparsetrain.algorithms.dynamic import DynamicConfig, DynamicSparsifier
+from sparsetrain.algorithms.mest import MEST, MESTConfig
+from sparsetrain.algorithms.registry import METHODS, config_class, create, list_methods, register_method
+from sparsetrain.algorithms.rigl import RigL
+from sparsetrain.algorithms.set import SET
+from sparsetrain.algorithms.static import Dense, Static
+
+__all__ = [
+    "METHODS", "MEST", "MESTConfig", "Dense", "DynamicConfig", "DynamicSparsifier", "Method",
+    "MethodConfig", "RigL", "SET", "Sparsifier", "SparsityConfig", "Static", "config_class",
+    "create", "list_methods", "register_method",
+]

@@ -1,1 +1,3 @@
-"""sparsetrain.backends"""
+"""How a sparse weight is stored and multiplied; each backend registers in `sparse.BACKENDS`."""
+
+from sparsetrain.backends import masked  # noqa: F401  (registers "masked")
