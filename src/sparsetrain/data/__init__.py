@@ -1,0 +1,97 @@
+"""Datasets by name, as in-memory train/val/test tensors, and minibatches over them.
+
+    splits = load("mnist1d", seed=1, val_fraction=0.1)
+    for x, y in batches(splits.train, 128, shuffle=True, generator=torch.Generator().manual_seed(1)):
+        ...
+
+A new dataset (a reader for CIFAR, IDX, ...) is a function decorated with
+``@register_dataset(name, help=...)`` taking ``(*, seed, val_fraction, data_dir, **opts)``
+and returning `DatasetSplits`; its keyword options become the options `load` accepts.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Iterator
+
+import torch
+
+from sparsetrain.data.base import (
+    DATASETS,
+    DatasetSplits,
+    TensorData,
+    register_dataset,
+    stratified_split,
+)
+from sparsetrain.errors import UserError
+
+_COMMON = ("seed", "val_fraction", "data_dir")
+
+
+def list_datasets() -> list[str]:
+    """Names of the registered datasets, sorted."""
+    return DATASETS.names()
+
+
+def dataset_options(name: str) -> dict[str, Any]:
+    """The extra options a dataset's loader takes, with their defaults."""
+    params = inspect.signature(DATASETS.get(name)).parameters.values()
+    return {p.name: p.default for p in params if p.kind is p.KEYWORD_ONLY and p.name not in _COMMON}
+
+
+def load(
+    name: str, *, seed: int = 0, val_fraction: float = 0.1, data_dir: str | None = None, **opts: Any
+) -> DatasetSplits:
+    """Load dataset ``name``; validation is ``val_fraction`` of train, stratified and drawn from ``seed``."""
+    allowed = dataset_options(name)
+    for opt in opts:
+        if opt not in allowed:
+            raise UserError(
+                f"unknown option {opt!r} for dataset {name!r}; "
+                f"allowed options: {', '.join(sorted(allowed)) or 'none'}"
+            )
+    if not isinstance(val_fraction, (int, float)) or not 0 <= val_fraction < 1:
+        raise UserError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+    return DATASETS.get(name)(seed=seed, val_fraction=val_fraction, data_dir=data_dir, **opts)
+
+
+def batches(
+    data: TensorData,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    generator: torch.Generator | None = None,
+    drop_last: bool = False,
+    device: torch.device | str | None = None,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield ``(x, y)`` minibatches covering ``data`` once, in an order drawn from ``generator``.
+
+    ``generator`` must be a CPU generator (the default one when None). With ``drop_last``
+    a final batch smaller than ``batch_size`` is skipped.
+    """
+    if batch_size < 1:
+        raise UserError(f"batch_size must be >= 1, got {batch_size}")
+    n = len(data)
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    stop = n - n % batch_size if drop_last else n
+    for start in range(0, stop, batch_size):
+        idx = order[start : start + batch_size]
+        x, y = data.x[idx], data.y[idx]
+        if device is not None:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        yield x, y
+
+
+from sparsetrain.data import digits, mnist1d  # noqa: E402,F401  (registers the built-in datasets)
+
+__all__ = [
+    "DATASETS",
+    "DatasetSplits",
+    "TensorData",
+    "batches",
+    "dataset_options",
+    "list_datasets",
+    "load",
+    "register_dataset",
+    "stratified_split",
+]
