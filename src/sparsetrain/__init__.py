@@ -1,3 +1,16 @@
-"""sparsetrain: sparse neural networks on PyTorch."""
+"""sparsetrain: sparse neural networks on PyTorch.
+
+    import sparsetrain as st
+    sparsifier = st.RigL(model, optimizer, density=0.1, total_steps=10_000)
+    ...  # in your loop, call sparsifier.step() instead of optimizer.step()
+"""
 
 __version__ = "0.1.0"
+
+from sparsetrain import backends, distributions  # noqa: F401  (backends register themselves)
+from sparsetrain.algorithms import (
+    MEST, METHODS, SET, Dense, Method, RigL, Sparsifier, Static, create, list_methods,
+)
+
+__all__ = ["Dense", "MEST", "METHODS", "Method", "RigL", "SET", "Sparsifier", "Static",
+           "create", "distributions", "list_methods"]

@@ -1,0 +1,35 @@
+"""The Trainer's options: optimizer, learning-rate schedule, epochs and batches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sparsetrain.config import check_range, option, validate_choices
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = option(10, "number of passes over the training set")
+    batch_size: int = option(128, "examples per optimizer step")
+    optimizer: str = option("sgd", "optimizer", choices=("sgd", "adam", "adamw"))
+    lr: float = option(0.1, "peak learning rate")
+    momentum: float = option(0.9, "SGD momentum (Adam/AdamW: beta1)")
+    weight_decay: float = option(5e-4, "L2 penalty (AdamW: decoupled weight decay)")
+    nesterov: bool = option(False, "Nesterov momentum for SGD")
+    lr_schedule: str = option("cosine", "learning-rate schedule after warm-up",
+                              choices=("cosine", "step", "constant"))
+    warmup_epochs: float = option(0.0, "epochs of linear warm-up from 0 to lr")
+    lr_milestones: tuple[float, ...] = option((0.5, 0.75), "step schedule: fractions of training where lr is multiplied by lr_gamma")
+    lr_gamma: float = option(0.1, "step schedule: factor applied at each milestone")
+    device: str = option("auto", "auto (CUDA when present), cpu, cuda or cuda:N")
+
+    def __post_init__(self) -> None:
+        validate_choices(self)
+        check_range("epochs", self.epochs, 1)
+        check_range("batch_size", self.batch_size, 1)
+        check_range("lr", self.lr, 0, low_open=True)
+        check_range("momentum", self.momentum, 0, 1, high_open=True)
+        check_range("weight_decay", self.weight_decay, 0)
+        check_range("warmup_epochs", self.warmup_epochs, 0, self.epochs)
+        for milestone in self.lr_milestones:
+            check_range("lr_milestones", milestone, 0, 1)

@@ -1,0 +1,135 @@
+"""One training loop that fires named events (see `events.py` for its pseudocode)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sparsetrain.algorithms import Method, create
+from sparsetrain.data import DatasetSplits, TensorData, batches
+from sparsetrain.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from sparsetrain.engine.config import TrainConfig
+from sparsetrain.engine.events import Callback, Event
+from sparsetrain.engine.optim import make_optimizer, make_scheduler
+from sparsetrain.sparse import generator
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class Trainer:
+    """Trains ``model`` on ``data`` with sparsity method ``method`` (a registered name).
+
+    After `fit`, ``history`` holds one metrics dict per epoch. With ``checkpoint_path``
+    a checkpoint is written atomically after every epoch; `fit(resume=True)` continues
+    from it and reproduces the uninterrupted run exactly (same batches, masks, RNG).
+    """
+
+    def __init__(self, model: nn.Module, data: DatasetSplits, config: TrainConfig, *,
+                 method: str = "dense", method_config: Any = None, seed: int = 0,
+                 callbacks: Iterable[Callback] = (), checkpoint_path: str | Path | None = None) -> None:
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.model = model.to(self.device)
+        self.data = data
+        self.seed = seed
+        self.callbacks = list(callbacks)
+        self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
+        self.steps_per_epoch = -(-len(data.train) // config.batch_size)
+        self.total_steps = self.steps_per_epoch * config.epochs
+        self.optimizer = make_optimizer(self.model, config)
+        self.scheduler = make_scheduler(self.optimizer, config, self.steps_per_epoch)
+        self.method: Method = create(method, self.model, self.optimizer, config=method_config,
+                                     total_steps=self.total_steps,
+                                     steps_per_epoch=self.steps_per_epoch, seed=seed)
+        self.epoch = 0
+        self.history: list[dict[str, float]] = []
+        self.loss: torch.Tensor | None = None
+        self.batch: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def fire(self, event: Event) -> None:
+        for callback in self.callbacks:
+            callback.run(event, self)
+
+    # --- the loop ---------------------------------------------------------------------
+    def fit(self, resume: bool = False) -> list[dict[str, float]]:
+        if resume and self.checkpoint_path and self.checkpoint_path.exists():
+            self.load(self.checkpoint_path)
+        self.fire(Event.FIT_START)
+        while self.epoch < self.config.epochs:
+            self.fire(Event.EPOCH_START)
+            started = time.perf_counter()
+            train_metrics = self.train_epoch()
+            metrics = {"epoch": self.epoch + 1, **train_metrics,
+                       **self.evaluate(self.data.val, "val"), **self.evaluate(self.data.test, "test"),
+                       "lr": self.optimizer.param_groups[0]["lr"], "density": self.method.density(),
+                       "itop_rate": self.method.itop_rate(), "epoch_time_s": time.perf_counter() - started}
+            self.history.append(metrics)
+            self.fire(Event.EVAL)
+            self.epoch += 1
+            if self.checkpoint_path:
+                self.save(self.checkpoint_path)
+            self.fire(Event.EPOCH_END)
+        self.fire(Event.FIT_END)
+        return self.history
+
+    def train_epoch(self) -> dict[str, float]:
+        self.model.train()
+        order = generator(self.seed, self.epoch, "batches")
+        total_loss, correct, seen = 0.0, 0, 0
+        for x, y in batches(self.data.train, self.config.batch_size, shuffle=True,
+                            generator=order, device=self.device):
+            self.batch = (x, y)
+            self.fire(Event.BATCH_START)
+            self.optimizer.zero_grad(set_to_none=True)
+            logits = self.model(x)
+            self.loss = F.cross_entropy(logits, y)
+            self.loss.backward()
+            self.fire(Event.AFTER_BACKWARD)
+            self.method.step()
+            self.scheduler.step()
+            total_loss += float(self.loss.detach()) * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            seen += len(y)
+            self.fire(Event.BATCH_END)
+        return {"train_loss": total_loss / seen, "train_acc": correct / seen}
+
+    @torch.no_grad()
+    def evaluate(self, data: TensorData, prefix: str) -> dict[str, float]:
+        if len(data) == 0:
+            return {}
+        self.model.eval()
+        total_loss, correct = 0.0, 0
+        for x, y in batches(data, 1024, shuffle=False, device=self.device):
+            logits = self.model(x)
+            total_loss += float(F.cross_entropy(logits, y, reduction="sum"))
+            correct += int((logits.argmax(1) == y).sum())
+        return {f"{prefix}_loss": total_loss / len(data), f"{prefix}_acc": correct / len(data)}
+
+    # --- checkpoints -------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "model": self.model.state_dict(),
+                "method": self.method.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "rng": rng_state(),
+                "history": self.history}
+
+    def save(self, path: str | Path) -> None:
+        save_checkpoint(self.state_dict(), path)
+
+    def load(self, path: str | Path) -> None:
+        state = load_checkpoint(path, map_location=self.device)
+        self.model.load_state_dict(state["model"])
+        self.method.load_state_dict(state["method"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        set_rng_state({k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in state["rng"].items()})
+        self.history = list(state["history"])
+        self.epoch = int(state["epoch"])

@@ -1,0 +1,82 @@
+"""Every registered method: trains, keeps its density, and resumes to the same masks and losses."""
+
+import dataclasses
+
+import pytest
+import torch
+from torch import nn
+
+from sparsetrain.algorithms import METHODS, Sparsifier, config_class
+from sparsetrain.config import from_dict
+from sparsetrain.data import DatasetSplits, TensorData
+from sparsetrain.engine import Callback, TrainConfig, Trainer
+
+FAST = {"update_interval": 3, "drop_fraction": 0.5}
+
+
+def _data() -> DatasetSplits:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(96, 1, 12, generator=g)
+    y = (x.sum(dim=(1, 2)) > 0).long() + (x[:, 0, 0] > 1).long()
+    part = lambda a, b: TensorData(x[a:b], y[a:b])  # noqa: E731
+    return DatasetSplits("toy", part(0, 64), part(64, 80), part(80, 96), 3, (1, 12))
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv1d(1, 6, 3), nn.ReLU(), nn.Flatten(), nn.Linear(60, 16), nn.ReLU(),
+                         nn.Linear(16, 3))
+
+
+def _method_config(name):
+    cls = config_class(name)
+    names = {f.name for f in dataclasses.fields(cls)}
+    values = {k: v for k, v in {"density": 0.3, **FAST}.items() if k in names}
+    return from_dict(cls, values)
+
+
+def _trainer(name, epochs, tmp_path, callbacks=()):
+    config = TrainConfig(epochs=epochs, batch_size=16, lr=0.05, device="cpu")
+    return Trainer(_model(), _data(), config, method=name, method_config=_method_config(name),
+                   seed=3, callbacks=callbacks, checkpoint_path=tmp_path / "last.pt")
+
+
+class _Interrupt(Callback):
+    def __init__(self, after_epoch):
+        self.after_epoch = after_epoch
+
+    def on_epoch_end(self, trainer):
+        if trainer.epoch == self.after_epoch:
+            raise KeyboardInterrupt
+
+
+def _masks(trainer):
+    return {k: v.clone() for k, v in trainer.model.state_dict().items() if k.endswith("_mask")}
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_method_trains_keeps_density_and_resumes_identically(name, tmp_path):
+    straight = _trainer(name, 4, tmp_path / "a")
+    history = straight.fit()
+    assert len(history) == 4 and all(torch.isfinite(torch.tensor(h["train_loss"])) for h in history)
+    method = straight.method
+    if isinstance(method, Sparsifier):
+        active = {w.name: w.active for w in method.weights}
+        assert active == method.current_targets()
+        total = sum(w.numel for w in method.weights)
+        assert sum(active.values()) == round(0.3 * total)
+        for w in method.weights:
+            assert w.parameter[~w.mask].eq(0).all()
+
+    interrupted = _trainer(name, 4, tmp_path / "b", callbacks=[_Interrupt(after_epoch=2)])
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.fit()
+    resumed = _trainer(name, 4, tmp_path / "b")
+    resumed.fit(resume=True)
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in history]
+    assert [h["test_acc"] for h in resumed.history] == [h["test_acc"] for h in history]
+    masks_a, masks_b = _masks(straight), _masks(resumed)
+    assert masks_a.keys() == masks_b.keys()
+    assert all(torch.equal(masks_a[k], masks_b[k]) for k in masks_a)
+    for a, b in zip(straight.model.parameters(), resumed.model.parameters()):
+        assert torch.equal(a, b)
