@@ -1,0 +1,90 @@
+"""Our own model definitions, registered by name (no torchvision/timm).
+
+    model = sparsetrain.models.create("resnet20", num_classes=10)
+
+Every builder has the signature ``builder(*, input_shape, num_classes, **opts) -> nn.Module``;
+the default of its ``input_shape`` parameter is the model's natural input (batch dim excluded),
+and its other keyword parameters are the options that ``create`` accepts.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable
+
+from torch import nn
+
+from sparsetrain.errors import UserError
+from sparsetrain.registry import Registry
+
+Builder = Callable[..., nn.Module]
+
+MODELS: Registry[Builder] = Registry("model")
+
+_FIXED = ("input_shape", "num_classes")
+
+
+def register_model(name: str, help: str) -> Callable[[Builder], Builder]:
+    """Decorator adding a model builder under ``name`` with a one-line ``help``."""
+    return MODELS.register(name, help=help)
+
+
+def list_models() -> list[str]:
+    """Names of all registered models, sorted."""
+    return MODELS.names()
+
+
+def model_options(name: str) -> dict[str, Any]:
+    """The options ``name`` accepts, mapped to their defaults."""
+    params = inspect.signature(MODELS.get(name)).parameters
+    return {k: p.default for k, p in params.items() if k not in _FIXED}
+
+
+def default_input_shape(name: str) -> tuple[int, ...]:
+    """The input shape (batch dim excluded) that ``name`` is built for when none is given."""
+    return tuple(inspect.signature(MODELS.get(name)).parameters["input_shape"].default)
+
+
+def create(
+    name: str,
+    *,
+    input_shape: tuple[int, ...] | None = None,
+    num_classes: int = 10,
+    **opts: Any,
+) -> nn.Module:
+    """Build the model registered as ``name`` for inputs of ``input_shape`` (batch dim excluded)."""
+    builder = MODELS.get(name)
+    allowed = model_options(name)
+    for key in opts:
+        if key not in allowed:
+            choices = "it takes none"
+            if allowed:
+                choices = f"allowed options: {', '.join(sorted(allowed))}"
+            raise UserError(f"unknown option {key!r} for model {name!r}; {choices}")
+    if num_classes < 1:
+        raise UserError(f"num_classes must be at least 1, got {num_classes}")
+    shape = default_input_shape(name) if input_shape is None else tuple(int(s) for s in input_shape)
+    if not shape or any(s < 1 for s in shape):
+        raise UserError(f"input_shape must be positive sizes without the batch dim, got {shape}")
+    return builder(input_shape=shape, num_classes=num_classes, **opts)
+
+
+# Importing the model modules registers them; they import register_model from above.
+from sparsetrain.models import (  # noqa: E402, F401
+    cnn1d,
+    lenet,
+    mlp,
+    resnet,
+    transformer,
+    vgg,
+    wrn,
+)
+
+__all__ = [
+    "MODELS",
+    "create",
+    "default_input_shape",
+    "list_models",
+    "model_options",
+    "register_model",
+]
