@@ -7,10 +7,10 @@
 
 __version__ = "0.1.0"
 
-from sparsetrain import backends, distributions  # noqa: F401  (backends register themselves)
+from sparsetrain import backends, data, distributions, models  # noqa: F401  (registries fill on import)
 from sparsetrain.algorithms import (
     MEST, METHODS, SET, Dense, Method, RigL, Sparsifier, Static, create, list_methods,
 )
 
 __all__ = ["Dense", "MEST", "METHODS", "Method", "RigL", "SET", "Sparsifier", "Static",
-           "create", "distributions", "list_methods"]
+           "create", "data", "distributions", "list_methods", "models"]

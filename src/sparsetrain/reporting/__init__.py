@@ -1,1 +1,19 @@
-"""sparsetrain.reporting"""
+"""Tables, plots and HTML reports built only from the results store's run dicts."""
+
+from sparsetrain.reporting.html import write_html_report
+from sparsetrain.reporting.plots import plot_comparison
+from sparsetrain.reporting.tables import (
+    comparison_rows,
+    comparison_table,
+    format_table,
+    summarize_runs,
+)
+
+__all__ = [
+    "comparison_rows",
+    "comparison_table",
+    "format_table",
+    "plot_comparison",
+    "summarize_runs",
+    "write_html_report",
+]

@@ -1,0 +1,92 @@
+"""The folder of one run, ``<root>/<config_hash>/seed_<n>/``: config, metrics, checkpoints."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sparsetrain.atomic import atomic_write_text
+from sparsetrain.experiments.store import json_default, to_json
+
+
+class RunDir:
+    """Paths and small files of the run with config hash ``config_hash`` and seed ``seed``."""
+
+    def __init__(self, root: str | os.PathLike[str], config_hash: str, seed: int) -> None:
+        self.root = Path(root)
+        self.config_hash = config_hash
+        self.seed = int(seed)
+
+    @property
+    def path(self) -> Path:
+        return self.root / self.config_hash / f"seed_{self.seed}"
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.checkpoint_dir / "last.pt"
+
+    def create(self) -> RunDir:
+        """Make the run folder and its checkpoint folder; returns self."""
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def write_config(self, config: dict[str, Any]) -> Path:
+        """Write ``config`` as YAML (sorted keys) to `config_path`, atomically."""
+        plain = json.loads(to_json(config))  # tuples, numpy and torch values -> plain YAML types
+        text = yaml.safe_dump(plain, sort_keys=True, default_flow_style=False)
+        return atomic_write_text(self.config_path, text)
+
+    def read_config(self) -> dict[str, Any]:
+        """The config written by `write_config`."""
+        with open(self.config_path, encoding="utf-8") as f:
+            return yaml.safe_load(f) or {}
+
+    def append_metrics(self, record: dict[str, Any]) -> None:
+        """Append ``record`` as one JSON line to `metrics_path`."""
+        line = json.dumps(record, default=json_default, sort_keys=True) + "\n"
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.metrics_path, "a", encoding="utf-8") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        """The metric records in order; a torn last line (from a crash) is skipped."""
+        if not self.metrics_path.exists():
+            return []
+        records = []
+        with open(self.metrics_path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(record, dict):
+                    records.append(record)
+        return records
+
+    def truncate_after_epoch(self, epoch: int) -> None:
+        """Keep only the metric records with ``epoch <= epoch`` (and those without one), to resume."""
+        records = self.read_metrics()
+        kept = [r for r in records if r.get("epoch") is None or r["epoch"] <= epoch]
+        text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept)
+        atomic_write_text(self.metrics_path, text)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"

@@ -1,0 +1,100 @@
+"""Run one experiment end to end: data, model, Trainer, run folder, results store."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from sparsetrain import analysis
+from sparsetrain.data import load
+from sparsetrain.engine import Callback, Trainer
+from sparsetrain.experiments.rundir import RunDir
+from sparsetrain.experiments.spec import RunSpec
+from sparsetrain.experiments.store import ResultsStore
+from sparsetrain.models import create as create_model
+
+FINAL_KEYS = ("test_acc", "test_loss", "val_acc", "val_loss", "train_acc", "train_loss")
+
+
+class RecordCallback(Callback):
+    """Writes each epoch to the store and metrics.jsonl; marks the run started and resumed."""
+
+    def __init__(self, store: ResultsStore, run_dir: RunDir, run_id: str, spec: RunSpec) -> None:
+        self.store, self.run_dir, self.run_id, self.spec = store, run_dir, run_id, spec
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        resumed = trainer.epoch if trainer.epoch > 0 else None
+        self.store.start(self.run_id, config_hash=self.spec.config_hash,
+                         seed=self.spec.experiment.seed, config=self.spec.resolved(),
+                         resume_from_epoch=resumed)
+        self.run_dir.truncate_after_epoch(trainer.epoch)
+
+    def on_eval(self, trainer: Trainer) -> None:
+        metrics = trainer.history[-1]
+        self.store.log_epoch(self.run_id, int(metrics["epoch"]), metrics)
+        self.run_dir.append_metrics(metrics)
+
+
+class ProgressCallback(Callback):
+    """A tqdm bar over epochs showing the latest loss and accuracies."""
+
+    def __init__(self, label: str, enabled: bool = True) -> None:
+        self.label, self.enabled, self.bar = label, enabled, None
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        self.bar = tqdm(total=trainer.config.epochs, initial=trainer.epoch, desc=self.label,
+                        disable=not self.enabled, leave=False, dynamic_ncols=True)
+
+    def on_epoch_end(self, trainer: Trainer) -> None:
+        m = trainer.history[-1]
+        self.bar.set_postfix(loss=f"{m['train_loss']:.3f}", val=f"{m.get('val_acc', float('nan')):.3f}",
+                             test=f"{m['test_acc']:.3f}")
+        self.bar.update(1)
+
+    def on_fit_end(self, trainer: Trainer) -> None:
+        self.bar.close()
+
+
+def run(spec: RunSpec, *, root: str | Path, store: ResultsStore, resume: bool = False,
+        force: bool = False, progress: bool = True,
+        log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train ``spec`` unless the same config and seed already finished; returns its store row."""
+    exp = spec.experiment
+    run_id = store.run_id(spec.config_hash, exp.seed)
+    if store.is_finished(run_id) and not force:
+        log(f"{run_id}: already finished (use --force to run it again)")
+        return store.get_run(run_id)
+
+    data = load(exp.dataset, seed=exp.seed, val_fraction=exp.val_fraction, data_dir=exp.data_dir,
+                **(exp.dataset_options or {}))
+    torch.manual_seed(exp.seed)
+    model = create_model(exp.model, input_shape=data.input_shape, num_classes=data.num_classes,
+                         **(exp.model_options or {}))
+    run_dir = RunDir(root, spec.config_hash, exp.seed)
+    trainer = Trainer(model, data, spec.train, method=exp.method, method_config=spec.method,
+                      seed=exp.seed, checkpoint_path=run_dir.last_checkpoint,
+                      callbacks=[RecordCallback(store, run_dir, run_id, spec),
+                                 ProgressCallback(f"{exp.method} seed {exp.seed}", progress)])
+    run_dir.create()
+    run_dir.write_config(spec.resolved())
+    log(f"{run_id}: {exp.method} on {exp.model}/{exp.dataset}, run folder {run_dir.path}")
+    log(analysis.describe(analysis.layer_table(trainer.model, data.input_shape), trainer.method.itop_rate()))
+    started = time.perf_counter()
+    try:
+        history = trainer.fit(resume=resume)
+    except BaseException as exc:
+        if store.get_run(run_id) is not None:  # started: keep a record of why it stopped
+            store.fail(run_id, f"{type(exc).__name__}: {exc}")
+        raise
+    layers = analysis.layer_table(trainer.model, data.input_shape)
+    final = {k: history[-1][k] for k in FINAL_KEYS if k in history[-1]}
+    final.update(analysis.totals(layers), itop_rate=trainer.method.itop_rate(),
+                 epochs=len(history), train_time_s=time.perf_counter() - started)
+    store.finish(run_id, final, layers)
+    log(analysis.describe(layers, trainer.method.itop_rate()))
+    log(f"{run_id}: test accuracy {final['test_acc']:.4f}")
+    return store.get_run(run_id)

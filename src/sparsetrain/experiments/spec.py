@@ -1,0 +1,80 @@
+"""A run's full, validated configuration and its identity (the hash of the resolved config).
+
+A config is flat (one YAML mapping, one flag per key): the experiment's keys below, the
+Trainer's (`TrainConfig`) and those of the chosen method's own config dataclass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from sparsetrain.algorithms import METHODS, config_class
+from sparsetrain.config import check_range, config_hash, from_dict, option, to_dict
+from sparsetrain.data import DATASETS
+from sparsetrain.engine import TrainConfig
+from sparsetrain.errors import ConfigError
+from sparsetrain.models import MODELS
+
+NOT_IDENTITY = ("device", "data_dir")
+"""Keys that change where or how fast a run happens, not what it computes."""
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    method: str = option("rigl", "sparsity method (see `sparsetrain list`)")
+    model: str = option("cnn1d", "model architecture (see `sparsetrain list`)")
+    dataset: str = option("mnist1d", "dataset (see `sparsetrain list`)")
+    seed: int = option(0, "seed of initialization, masks, data order and validation split")
+    val_fraction: float = option(0.1, "fraction of the training set held out for validation, in [0, 1)")
+    data_dir: str | None = option(None, "folder with dataset files or the dataset cache")
+    model_options: dict | None = option(None, "extra model options, e.g. {channels: [16, 32, 64]}")
+    dataset_options: dict | None = option(None, "extra dataset options, e.g. {num_samples: 10000}")
+
+    def __post_init__(self) -> None:
+        METHODS.get(self.method)
+        MODELS.get(self.model)
+        DATASETS.get(self.dataset)
+        check_range("val_fraction", self.val_fraction, 0, 1, high_open=True)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that defines one run."""
+
+    experiment: ExperimentConfig
+    train: TrainConfig
+    method: Any
+
+    def resolved(self) -> dict[str, Any]:
+        """The flat resolved config, as written to config.yaml and the store."""
+        return {**to_dict(self.experiment), **to_dict(self.train), **to_dict(self.method)}
+
+    @property
+    def config_hash(self) -> str:
+        values = {k: v for k, v in self.resolved().items() if k not in NOT_IDENTITY}
+        return config_hash(values)
+
+
+def allowed_keys(method: str) -> list[str]:
+    """Every key a config for ``method`` may contain."""
+    classes = (ExperimentConfig, TrainConfig, config_class(method))
+    return sorted({f.name for cls in classes for f in dataclasses.fields(cls)})
+
+
+def build_spec(values: dict[str, Any], where: str = "config") -> RunSpec:
+    """Validate a flat mapping into a `RunSpec`; an unknown key or bad value is a ConfigError."""
+    method = values.get("method", ExperimentConfig.method)
+    method_class = config_class(str(method))
+    allowed = allowed_keys(str(method))
+    unknown = sorted(set(values) - set(allowed))
+    if unknown:
+        raise ConfigError(f"unknown {where} key {unknown[0]!r} for method {method!r}; "
+                          f"allowed keys: {', '.join(allowed)}")
+
+    def part(cls: type) -> Any:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return from_dict(cls, {k: v for k, v in values.items() if k in names}, where=where)
+
+    return RunSpec(part(ExperimentConfig), part(TrainConfig), part(method_class))
