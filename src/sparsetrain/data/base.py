@@ -8,10 +8,10 @@ the validation split is carved from train by `stratified_split`, seeded by the r
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from fractions import Fraction
@@ -21,6 +21,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from sparsetrain.atomic import atomic_write_bytes
 from sparsetrain.errors import UserError
 from sparsetrain.registry import Registry
 
@@ -143,14 +144,7 @@ def cached_arrays(
         except (OSError, ValueError, zipfile.BadZipFile):
             pass  # unreadable: rebuild it below
     arrays = build()
-    root.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=root)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a cache may be shared
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())
     return arrays

@@ -65,10 +65,6 @@ def run(spec: RunSpec, *, root: str | Path, store: ResultsStore, resume: bool = 
     """Train ``spec`` unless the same config and seed already finished; returns its store row."""
     exp = spec.experiment
     run_id = store.run_id(spec.config_hash, exp.seed)
-    if store.is_finished(run_id) and not force:
-        log(f"{run_id}: already finished (use --force to run it again)")
-        return store.get_run(run_id)
-
     data = load(exp.dataset, seed=exp.seed, val_fraction=exp.val_fraction, data_dir=exp.data_dir,
                 **(exp.dataset_options or {}))
     torch.manual_seed(exp.seed)
@@ -79,6 +75,10 @@ def run(spec: RunSpec, *, root: str | Path, store: ResultsStore, resume: bool = 
                       seed=exp.seed, checkpoint_path=run_dir.last_checkpoint,
                       callbacks=[RecordCallback(store, run_dir, run_id, spec),
                                  ProgressCallback(f"{exp.method} seed {exp.seed}", progress)])
+    # everything a user can get wrong has been checked above, before the store is touched
+    if store.is_finished(run_id) and not force:
+        log(f"{run_id}: already finished (use --force to run it again)")
+        return store.get_run(run_id)
     run_dir.create()
     run_dir.write_config(spec.resolved())
     log(f"{run_id}: {exp.method} on {exp.model}/{exp.dataset}, run folder {run_dir.path}")

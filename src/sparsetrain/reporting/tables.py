@@ -79,7 +79,7 @@ def summarize_runs(
     *,
     include_runs: bool = False,
 ) -> list[dict[str, Any]]:
-    """One dict per group of runs with equal ``group_by`` values, sorted by those values.
+    """One dict per group of runs with equal ``group_by`` values, in order of first appearance.
 
     Each has the ``group_by`` keys, ``n_seeds`` (runs in the group), ``test_acc_mean`` and
     ``test_acc_std`` (sample std, 0 for one run), and the mean of each of `MEAN_FIELDS`
@@ -94,7 +94,7 @@ def summarize_runs(
         groups.setdefault(key, []).append(run)
 
     summary = []
-    for key in sorted(groups, key=lambda k: tuple((v is None, v) for v in k)):
+    for key in groups:
         members = groups[key]
         accs = [float(a) for a in (_lookup(r, "test_acc") for r in members) if a is not None]
         row: dict[str, Any] = dict(zip(group_by, key))

@@ -60,7 +60,7 @@ def test_summarize_skips_unfinished_and_groups_by_density():
     runs = RUNS + [make_run("rigl", 0, 0.5, density=0.05), unfinished]
     summary = summarize_runs(runs)
     assert [(s["method"], s["density"], s["n_seeds"]) for s in summary] == [
-        ("rigl", 0.05, 1), ("rigl", 0.1, 3), ("set", 0.1, 1)
+        ("rigl", 0.1, 3), ("set", 0.1, 1), ("rigl", 0.05, 1)  # order of first appearance
     ]
     by_method = summarize_runs(runs, group_by=("method",))
     assert [(s["method"], s["n_seeds"]) for s in by_method] == [("rigl", 4), ("set", 1)]
