@@ -16,10 +16,10 @@ import torch
 from torch import nn
 
 from sparsetrain.config import check_range, from_dict, option, validate_choices
-from sparsetrain.distributions import DISTRIBUTIONS, allocate
+from sparsetrain.distributions import allocate
 from sparsetrain.errors import UserError
 from sparsetrain.sparse import (
-    SparseWeight, attach, generator, random_scores, select_weights, topk_mask, zero_optimizer_state,
+    SparseWeight, attach, generator, random_scores, select_weights, topk_mask,
 )
 
 
@@ -124,7 +124,6 @@ class Sparsifier(Method):
             options["densities"] = cfg.layer_densities
         elif cfg.distribution == "scores":
             options["scores"] = {w.name: self.initial_scores(w) for w in self.weights}
-        DISTRIBUTIONS.get(cfg.distribution)
         return allocate(cfg.distribution, shapes, cfg.density, **options)
 
     def initial_scores(self, weight: SparseWeight) -> torch.Tensor:
