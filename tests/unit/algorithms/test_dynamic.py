@@ -6,6 +6,7 @@ from torch import nn
 
 import sparsetrain  # noqa: F401  (registers backends and methods)
 from sparsetrain.algorithms import create
+from sparsetrain.errors import UserError
 
 
 
@@ -176,3 +177,30 @@ def test_same_seed_same_masks_different_seed_different_masks():
         return [w.mask.clone() for w in s.weights]
     assert all(torch.equal(a, b) for a, b in zip(masks(0), masks(0)))
     assert not all(torch.equal(a, b) for a, b in zip(masks(0), masks(1)))
+
+
+def test_update_interval_in_epochs_counts_steps_per_epoch():
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Linear(6, 12), nn.ReLU(), nn.Linear(12, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    s = create("set", model, opt, density=0.3, update_interval=2, interval_unit="epochs",
+               steps_per_epoch=5, total_steps=40, drop_fraction=0.5, anneal="constant")
+    changed_at = []
+    for step in range(1, 41):
+        before = [w.mask.clone() for w in s.weights]
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(torch.randn(8, 6)), torch.randint(0, 3, (8,))).backward()
+        s.step()
+        if any(not torch.equal(a, w.mask) for a, w in zip(before, s.weights)):
+            changed_at.append(step)
+    # every 2 epochs = 10 steps, until stop_fraction 0.75 * 40 = 30
+    assert changed_at == [10, 20, 30]
+
+
+def test_epoch_interval_without_steps_per_epoch_is_a_clear_error():
+    model = nn.Linear(4, 2)
+    with pytest.raises(UserError, match="steps_per_epoch"):
+        create("rigl", model, torch.optim.SGD(model.parameters(), lr=0.1), interval_unit="epochs",
+               total_steps=10)
+    with pytest.raises(UserError, match="total_steps"):
+        create("set", model, torch.optim.SGD(model.parameters(), lr=0.1))
