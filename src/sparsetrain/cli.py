@@ -8,7 +8,6 @@ that flags override. Errors a user can cause print one sentence and exit with co
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -16,12 +15,12 @@ from typing import Any, Sequence
 import yaml
 
 from sparsetrain import analysis
-from sparsetrain.algorithms import METHODS, config_class
+from sparsetrain.algorithms import METHODS
 from sparsetrain.data import DATASETS
 from sparsetrain.distributions import DISTRIBUTIONS
-from sparsetrain.engine import TrainConfig
 from sparsetrain.errors import UserError
 from sparsetrain.experiments import ExperimentConfig, ResultsStore, build_spec, run
+from sparsetrain.experiments.spec import config_fields
 from sparsetrain.models import MODELS
 from sparsetrain.reporting import comparison_table, format_table, plot_comparison, write_html_report
 from sparsetrain.sparse import BACKENDS
@@ -47,14 +46,6 @@ def read_config_file(path: str) -> dict[str, Any]:
     return values
 
 
-def _fields(method: str) -> list[dataclasses.Field]:
-    seen: dict[str, dataclasses.Field] = {}
-    for cls in (ExperimentConfig, TrainConfig, config_class(method)):
-        for f in dataclasses.fields(cls):
-            seen.setdefault(f.name, f)
-    return list(seen.values())
-
-
 def _flag_value(text: str) -> Any:
     """Flags are strings; mappings (e.g. --model-options '{channels: [16, 32, 64]}') are YAML."""
     if text.lstrip().startswith("{"):
@@ -67,7 +58,7 @@ def _flag_value(text: str) -> Any:
 
 def _add_run_flags(parser: argparse.ArgumentParser, method: str) -> None:
     group = parser.add_argument_group(f"options (experiment, trainer and method {method!r})")
-    for f in _fields(method):
+    for f in config_fields(method):
         if f.name == "method":
             continue
         choices = f.metadata.get("choices")

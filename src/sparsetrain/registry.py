@@ -6,7 +6,8 @@ so conformance tests parametrized over a registry cover a new entry the moment i
 
 from __future__ import annotations
 
-from typing import Any, Callable, Generic, Iterator, TypeVar
+import inspect
+from typing import Any, Callable, Generic, Iterable, Iterator, TypeVar
 
 from sparsetrain.errors import UserError
 
@@ -43,6 +44,21 @@ class Registry(Generic[T]):
     def info(self, name: str) -> dict[str, Any]:
         self.get(name)
         return dict(self._info[name])
+
+    def options(self, name: str, fixed: Iterable[str] = ()) -> dict[str, Any]:
+        """The keyword parameters of callable entry ``name`` (minus ``fixed``), with their defaults."""
+        skip = set(fixed)
+        params = inspect.signature(self.get(name)).parameters.values()
+        return {p.name: p.default for p in params
+                if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name not in skip}
+
+    def check_options(self, name: str, given: Iterable[str], fixed: Iterable[str] = ()) -> None:
+        """Raise a UserError naming the first of ``given`` that entry ``name`` does not accept."""
+        allowed = self.options(name, fixed)
+        for key in given:
+            if key not in allowed:
+                raise UserError(f"unknown option {key!r} for {self.kind} {name!r}; "
+                                f"allowed options: {', '.join(sorted(allowed)) or 'none'}")
 
     def names(self) -> list[str]:
         return sorted(self._entries)

@@ -88,8 +88,7 @@ class DynamicSparsifier(Sparsifier):
             self.update_topology(grads)
 
     def _dense_grads(self) -> dict[str, torch.Tensor | None]:
-        return {w.name: (None if w.dense_grad() is None else w.dense_grad().clone())
-                for w in self.weights}
+        return {w.name: None if (g := w.dense_grad()) is None else g.clone() for w in self.weights}
 
     def _groups(self) -> list[list[int]]:
         indices = list(range(len(self.weights)))

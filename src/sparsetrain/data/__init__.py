@@ -11,7 +11,6 @@ and returning `DatasetSplits`; its keyword options become the options `load` acc
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, Iterator
 
 import torch
@@ -35,21 +34,14 @@ def list_datasets() -> list[str]:
 
 def dataset_options(name: str) -> dict[str, Any]:
     """The extra options a dataset's loader takes, with their defaults."""
-    params = inspect.signature(DATASETS.get(name)).parameters.values()
-    return {p.name: p.default for p in params if p.kind is p.KEYWORD_ONLY and p.name not in _COMMON}
+    return DATASETS.options(name, fixed=_COMMON)
 
 
 def load(
     name: str, *, seed: int = 0, val_fraction: float = 0.1, data_dir: str | None = None, **opts: Any
 ) -> DatasetSplits:
     """Load dataset ``name``; validation is ``val_fraction`` of train, stratified and drawn from ``seed``."""
-    allowed = dataset_options(name)
-    for opt in opts:
-        if opt not in allowed:
-            raise UserError(
-                f"unknown option {opt!r} for dataset {name!r}; "
-                f"allowed options: {', '.join(sorted(allowed)) or 'none'}"
-            )
+    DATASETS.check_options(name, opts, fixed=_COMMON)
     if not isinstance(val_fraction, (int, float)) or not 0 <= val_fraction < 1:
         raise UserError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
     return DATASETS.get(name)(seed=seed, val_fraction=val_fraction, data_dir=data_dir, **opts)

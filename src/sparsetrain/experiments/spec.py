@@ -57,10 +57,15 @@ class RunSpec:
         return config_hash(values)
 
 
+def config_fields(method: str) -> list[dataclasses.Field]:
+    """The fields of every key a config for ``method`` may contain, in declaration order."""
+    classes = (ExperimentConfig, TrainConfig, config_class(method))
+    return [f for cls in classes for f in dataclasses.fields(cls)]
+
+
 def allowed_keys(method: str) -> list[str]:
     """Every key a config for ``method`` may contain."""
-    classes = (ExperimentConfig, TrainConfig, config_class(method))
-    return sorted({f.name for cls in classes for f in dataclasses.fields(cls)})
+    return sorted(f.name for f in config_fields(method))
 
 
 def build_spec(values: dict[str, Any], where: str = "config") -> RunSpec:

@@ -9,7 +9,6 @@ and its other keyword parameters are the options that ``create`` accepts.
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, Callable
 
 from torch import nn
@@ -36,13 +35,12 @@ def list_models() -> list[str]:
 
 def model_options(name: str) -> dict[str, Any]:
     """The options ``name`` accepts, mapped to their defaults."""
-    params = inspect.signature(MODELS.get(name)).parameters
-    return {k: p.default for k, p in params.items() if k not in _FIXED}
+    return MODELS.options(name, fixed=_FIXED)
 
 
 def default_input_shape(name: str) -> tuple[int, ...]:
     """The input shape (batch dim excluded) that ``name`` is built for when none is given."""
-    return tuple(inspect.signature(MODELS.get(name)).parameters["input_shape"].default)
+    return tuple(MODELS.options(name)["input_shape"])
 
 
 def create(
@@ -54,13 +52,7 @@ def create(
 ) -> nn.Module:
     """Build the model registered as ``name`` for inputs of ``input_shape`` (batch dim excluded)."""
     builder = MODELS.get(name)
-    allowed = model_options(name)
-    for key in opts:
-        if key not in allowed:
-            choices = "it takes none"
-            if allowed:
-                choices = f"allowed options: {', '.join(sorted(allowed))}"
-            raise UserError(f"unknown option {key!r} for model {name!r}; {choices}")
+    MODELS.check_options(name, opts, fixed=_FIXED)
     if num_classes < 1:
         raise UserError(f"num_classes must be at least 1, got {num_classes}")
     shape = default_input_shape(name) if input_shape is None else tuple(int(s) for s in input_shape)
