@@ -32,13 +32,13 @@ def list_datasets() -> list[str]:
     return DATASETS.names()
 
 
-def dataset_options(name: str) -> dict[str, Any]:
+def dataset_options(name: str, /) -> dict[str, Any]:
     """The extra options a dataset's loader takes, with their defaults."""
     return DATASETS.options(name, fixed=_COMMON)
 
 
 def load(
-    name: str, *, seed: int = 0, val_fraction: float = 0.1, data_dir: str | None = None, **opts: Any
+    name: str, /, *, seed: int = 0, val_fraction: float = 0.1, data_dir: str | None = None, **opts: Any
 ) -> DatasetSplits:
     """Load dataset ``name``; validation is ``val_fraction`` of train, stratified and drawn from ``seed``."""
     DATASETS.check_options(name, opts, fixed=_COMMON)
@@ -74,7 +74,15 @@ def batches(
         yield x, y
 
 
+def path_in_identity(name: str, options: dict[str, Any] | None = None) -> bool:
+    """Whether dataset ``name`` with ``options`` reads the user's own files from ``data_dir``,
+    so that the folder is part of what a run computes (see `register_dataset`)."""
+    rule = DATASETS.info(name).get("path_in_identity", False)
+    return bool(rule(dict(options or {}))) if callable(rule) else bool(rule)
+
+
 from sparsetrain.data import digits, mnist1d  # noqa: E402,F401  (registers the built-in datasets)
+from sparsetrain.data import cifar, idx, imagefolder, npz, ucr  # noqa: E402,F401  (readers of files)
 
 __all__ = [
     "DATASETS",
@@ -84,6 +92,7 @@ __all__ = [
     "dataset_options",
     "list_datasets",
     "load",
+    "path_in_identity",
     "register_dataset",
     "stratified_split",
 ]

@@ -28,9 +28,16 @@ from sparsetrain.registry import Registry
 DATASETS: Registry[Callable[..., "DatasetSplits"]] = Registry("dataset")
 
 
-def register_dataset(name: str, help: str) -> Callable:
-    """Decorator registering ``fn(*, seed, val_fraction, data_dir, **opts) -> DatasetSplits``."""
-    return DATASETS.register(name, help=help)
+def register_dataset(name: str, help: str,
+                     path_in_identity: bool | Callable[[dict[str, Any]], bool] = False) -> Callable:
+    """Decorator registering ``fn(*, seed, val_fraction, data_dir, **opts) -> DatasetSplits``.
+
+    ``path_in_identity`` says whether ``data_dir`` decides *what* data a run sees (the
+    user's own files), so that it belongs to the run's identity; a callable decides from
+    the dataset options. Leave it False where ``data_dir`` only says where a known dataset
+    lives (checksum-verified files) or is cached (generated data).
+    """
+    return DATASETS.register(name, help=help, path_in_identity=path_in_identity)
 
 
 @dataclass(frozen=True)
