@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sparsetrain.config import check_range, option, validate_choices
+from sparsetrain.data.augment import AUGMENTATIONS
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,9 @@ class TrainConfig:
     lr_milestones: tuple[float, ...] = option((0.5, 0.75), "step schedule: fractions of training where lr is multiplied by lr_gamma")
     lr_gamma: float = option(0.1, "step schedule: factor applied at each milestone")
     device: str = option("auto", "auto (CUDA when present), cpu, cuda or cuda:N")
+    augment: str = option("none", "augmentation of each training batch: crop_flip = random crop "
+                          "with 4-pixel zero padding and horizontal flip (images)",
+                          choices=("none", *AUGMENTATIONS))
 
     def __post_init__(self) -> None:
         validate_choices(self)

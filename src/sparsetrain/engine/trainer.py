@@ -12,6 +12,7 @@ from torch import nn
 
 from sparsetrain.algorithms import Method, create
 from sparsetrain.data import DatasetSplits, TensorData, batches
+from sparsetrain.engine.augment import Augment
 from sparsetrain.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from sparsetrain.engine.config import TrainConfig
 from sparsetrain.engine.events import Callback, Event
@@ -42,6 +43,8 @@ class Trainer:
         self.data = data
         self.seed = seed
         self.callbacks = list(callbacks)
+        if config.augment != "none":  # first, so other callbacks see the augmented batch
+            self.callbacks.insert(0, Augment(config.augment, seed, data.input_shape))
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
         self.steps_per_epoch = -(-len(data.train) // config.batch_size)
         self.total_steps = self.steps_per_epoch * config.epochs
@@ -89,6 +92,7 @@ class Trainer:
                             generator=order, device=self.device):
             self.batch = (x, y)
             self.fire(Event.BATCH_START)
+            x, y = self.batch
             self.optimizer.zero_grad(set_to_none=True)
             logits = self.model(x)
             self.loss = F.cross_entropy(logits, y)
