@@ -7,12 +7,13 @@ Trainer's (`TrainConfig`) and those of the chosen method's own config dataclass.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from typing import Any
 
 from sparsetrain.algorithms import METHODS, config_class
 from sparsetrain.config import check_range, config_hash, from_dict, option, to_dict
-from sparsetrain.data import DATASETS
+from sparsetrain.data import DATASETS, path_in_identity
 from sparsetrain.engine import TrainConfig
 from sparsetrain.errors import ConfigError
 from sparsetrain.models import MODELS
@@ -54,6 +55,7 @@ class RunSpec:
     @property
     def config_hash(self) -> str:
         values = {k: v for k, v in self.resolved().items() if k not in NOT_IDENTITY}
+        values.update(data_identity(self.experiment))
         return config_hash(values)
 
 
@@ -83,3 +85,16 @@ def build_spec(values: dict[str, Any], where: str = "config") -> RunSpec:
         return from_dict(cls, {k: v for k, v in values.items() if k in names}, where=where)
 
     return RunSpec(part(ExperimentConfig), part(TrainConfig), part(method_class))
+
+
+def data_identity(experiment: ExperimentConfig) -> dict[str, Any]:
+    """``{"data_dir": <absolute path>}`` when the dataset reads the user's own files from it.
+
+    ``data_dir`` is left out of a run's identity when it only says where a known dataset
+    lives (checksum-verified CIFAR) or is cached (MNIST-1D); for a user's own files (npz,
+    image folders, UCR, unverified batches) two folders hold different data, so the
+    folder's absolute path joins the identity and a run on other files is not "already finished".
+    """
+    if experiment.data_dir is None or not path_in_identity(experiment.dataset, experiment.dataset_options):
+        return {}
+    return {"data_dir": os.path.abspath(os.path.expanduser(experiment.data_dir))}
