@@ -105,18 +105,18 @@ class TsFile:
     def _add_series(self, line: str, number: int) -> None:
         *dims, label = line.split(":")
         if not dims:
-            raise file_error(self.path, f"has no ':' before the class label on line {number}")
+            raise file_error(self.path, f"has no ':' before the class label on line {number} (is the file truncated?)")
         try:
             values = [np.array(d.split(","), dtype=np.float64) for d in dims]
         except ValueError:
             raise file_error(self.path, f"has a value that is not a number on line {number}"
                                         " ('?' marks a missing value, which is not supported)") from None
-        shape = (len(values), len(values[0]))
-        if any(len(v) != shape[1] for v in values) or (self.series and shape != self.series[0].shape):
-            first = self.series[0].shape if self.series else shape
-            raise file_error(self.path, f"has a series of {len(values)} dimensions with lengths "
-                                        f"{[len(v) for v in values]} on line {number}, but the first has "
-                                        f"{first[0]} of length {first[1]}; series must be of equal length")
+        lengths = [len(v) for v in values]
+        first = self.series[0].shape if self.series else (len(values), lengths[0])
+        if lengths != [first[1]] * first[0]:
+            raise file_error(self.path, f"has a series with dimension lengths {lengths} on line {number}, but "
+                                        f"the first series has {first[0]} dimension(s) of length {first[1]}; "
+                                        "all series must have the same dimensions and length")
         series = np.stack(values)
         if np.isnan(series).any():
             raise file_error(self.path, f"has missing values (NaN) on line {number}, which are not supported")
