@@ -4,7 +4,9 @@
     for x, y in batches(splits.train, 128, shuffle=True, generator=torch.Generator().manual_seed(1)):
         ...
 
-A new dataset (a reader for CIFAR, IDX, ...) is a function decorated with
+Built in: the embedded ``mnist1d`` and ``digits``, and readers of files in ``data_dir``:
+``cifar10``/``cifar100`` (python batches), ``mnist``/``fashion_mnist`` (IDX), ``imagefolder``,
+``npz`` and ``ucr`` (UCR/UEA archives). A new dataset is a function decorated with
 ``@register_dataset(name, help=...)`` taking ``(*, seed, val_fraction, data_dir, **opts)``
 and returning `DatasetSplits`; its keyword options become the options `load` accepts.
 """

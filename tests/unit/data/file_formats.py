@@ -43,3 +43,21 @@ def write_idx(path: Path, array: np.ndarray, gz: bool = False) -> Path:
         data = gzip.compress(data)
     path.write_bytes(data)
     return path
+
+
+def py2_cifar_pickle(data: np.ndarray, labels: list[int]) -> bytes:
+    """A batch pickled opcode by opcode as Python 2 and numpy 1 wrote the official files
+    (protocol 2, byte strings as SHORT_BINSTRING/BINSTRING, ``numpy.core.multiarray``)."""
+    def s(b: bytes) -> bytes:
+        return (b"U" + bytes([len(b)]) if len(b) < 256 else b"T" + struct.pack("<i", len(b))) + b
+
+    def i(n: int) -> bytes:
+        return b"K" + bytes([n]) if 0 <= n < 256 else b"J" + struct.pack("<i", n)
+
+    dtype = b"cnumpy\ndtype\n" + s(b"u1") + i(0) + i(1) + b"\x87R" + \
+        b"(" + i(3) + s(b"|") + b"NNN" + i(-1) + i(-1) + i(0) + b"tb"
+    array = b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n" + i(0) + b"\x85" + s(b"b") + b"\x87R" + \
+        b"(" + i(1) + i(data.shape[0]) + i(data.shape[1]) + b"\x86" + dtype + b"\x89" + s(data.tobytes()) + b"tb"
+    label_list = b"](" + b"".join(i(v) for v in labels) + b"e"
+    return (b"\x80\x02}(" + s(b"batch_label") + s(b"training batch 1 of 5") + s(b"data") + array
+            + s(b"labels") + label_list + b"u.")

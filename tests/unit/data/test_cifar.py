@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import sparsetrain.data.cifar as cifar
-from file_formats import write_cifar_batch
+from file_formats import cifar_row, py2_cifar_pickle, write_cifar_batch
 from sparsetrain.data import load, path_in_identity
 from sparsetrain.data.files import md5
 from sparsetrain.errors import UserError
@@ -115,6 +115,14 @@ def test_legacy_numpy_module_name_of_the_official_files_is_accepted(tmp_path):
     path.write_bytes(raw.replace(b"numpy._core.multiarray", b"numpy.core.multiarray"))  # as numpy 1 wrote them
     x, y = cifar.read_batch(path, "labels", 10)
     assert np.array_equal(x, images[-4:])
+
+
+def test_a_batch_pickled_as_python_2_wrote_the_official_files(tmp_path):
+    images = np.random.default_rng(4).integers(0, 256, size=(3, 3, 32, 32), dtype=np.uint8)
+    raw = py2_cifar_pickle(np.stack([cifar_row(im) for im in images]), [7, 0, 9])
+    (tmp_path / "batch").write_bytes(raw)
+    x, y = cifar.read_batch(tmp_path / "batch", "labels", 10)
+    assert np.array_equal(x, images) and y.tolist() == [7, 0, 9]
 
 
 def test_truncated_batch_is_one_clear_error(tmp_path):
