@@ -49,7 +49,7 @@ def read_image(path: Path, mode: str, size: int | None) -> np.ndarray:
             pixels = np.asarray(image, dtype=np.uint8)
     except UnidentifiedImageError:
         raise file_error(path, "is not an image Pillow can read") from None
-    except (OSError, ValueError, SyntaxError) as exc:  # truncated or damaged image data
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:  # damaged or absurd data
         raise file_error(path, f"is damaged or truncated ({exc})") from None
     return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
 
@@ -101,7 +101,12 @@ def load_imagefolder(*, seed: int, val_fraction: float, data_dir: str | None, si
     if not root.is_dir():
         raise UserError(f"data_dir {str(data_dir)!r} is not a folder (imagefolder needs a folder of class subfolders)")
 
-    if (root / "train").is_dir() and (root / "test").is_dir():
+    has_train, has_test = (root / "train").is_dir(), (root / "test").is_dir()
+    if has_train != has_test:
+        present, missing = ("train", "test") if has_train else ("test", "train")
+        raise UserError(f"image folder {str(root)!r} has a {present}/ folder but no {missing}/ folder; "
+                        "give both, or put the class folders directly in data_dir")
+    if has_train:
         x_train, y_train, classes = read_tree(root / "train", None, mode, size)
         x_test, y_test, _ = read_tree(root / "test", classes, mode, size)
         if x_test.shape[1:] != x_train.shape[1:]:

@@ -122,4 +122,7 @@ def test_errors_name_the_file_or_folder(tmp_path):
         load("imagefolder", data_dir=str(tmp_path / "t4"), mode="cmyk")
     with pytest.raises(UserError, match="size must be a positive whole number"):
         load("imagefolder", data_dir=str(tmp_path / "t4"), size=0)
+    make_tree(tmp_path / "t5" / "train", {"a": 1})
+    with pytest.raises(UserError, match=r"has a train/ folder but no test/ folder"):
+        load("imagefolder", data_dir=str(tmp_path / "t5"))
     assert path_in_identity("imagefolder")
