@@ -89,6 +89,7 @@ class Trainer:
                             generator=order, device=self.device):
             self.batch = (x, y)
             self.fire(Event.BATCH_START)
+            x, y = self.batch
             self.optimizer.zero_grad(set_to_none=True)
             logits = self.model(x)
             self.loss = F.cross_entropy(logits, y)
