@@ -75,19 +75,18 @@ class AdversarialTraining(Callback):
                  normalization: Normalization | None = None) -> None:
         self.config = config or AdversarialTrainingConfig()
         self.normalization = normalization or Normalization.identity()
-        self.steps = 0
 
     def on_batch_start(self, trainer: Any) -> None:
         x, y = trainer.batch
         pixels = self.normalization.invert(x).clamp(0, 1)
         cfg = self.config
-        random = generator(trainer.seed, trainer.epoch, "adversarial", self.steps)
+        # seeded by the run seed and the method's (checkpointed) step: resumed runs repeat exactly
+        random = generator(trainer.seed, "adversarial", trainer.method.step_count)
         adv = pgd(PixelModel(trainer.model, self.normalization), pixels, y, eps=cfg.eps,
                   step_size=cfg.step_size, steps=cfg.steps, norm=cfg.norm,
                   random_start=cfg.random_start, generator=random,
                   eval_mode=cfg.attack_mode == "eval")
         trainer.batch = (self.normalization.apply(adv), y)
-        self.steps += 1
 
     def on_eval(self, trainer: Any) -> None:
         metrics = trainer.history[-1]
