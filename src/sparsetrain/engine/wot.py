@@ -53,7 +53,8 @@ class WOTConfig:
     gap: int = option(400, "optimizer steps per trajectory segment")
     segments: int = option(4, "K: segments per refinement window")
     start_epoch: int = option(0, "epoch at which WOT starts recording the trajectory")
-    alpha_init: str = option("zero", "initial alphas", choices=("zero", "one", "random"))
+    alpha_init: str = option("zero", "initial alphas (zero: start from w0, as the reference; one: from the "
+                             "current weights, better when gap is short)", choices=("zero", "one", "random"))
     alpha_epochs: int = option(10, "passes over the held-out split to optimise the alphas")
     alpha_lr: float = option(0.1, "learning rate of the alphas")
     alpha_momentum: float = option(0.9, "momentum of the alphas' SGD")
