@@ -50,6 +50,16 @@ class CorruptionResult:
     def errors(self) -> dict[str, tuple[float, ...]]:
         return {name: tuple(1.0 - a for a in accs) for name, accs in self.accuracy.items()}
 
+    def to_dict(self) -> dict[str, object]:
+        """Plain JSON-ready form (for a results store): ``{"clean": ..., "accuracy": {name: [...]}}``."""
+        return {"clean": self.clean, "accuracy": {k: list(v) for k, v in self.accuracy.items()}}
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, object]) -> "CorruptionResult":
+        accuracy = values["accuracy"]
+        return cls(clean=float(values["clean"]),
+                   accuracy={k: tuple(float(a) for a in v) for k, v in accuracy.items()})
+
 
 @torch.no_grad()
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> float:

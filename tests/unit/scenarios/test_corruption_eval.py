@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -43,6 +45,7 @@ def test_result_means():
     result = CorruptionResult(clean=1.0, accuracy={"fog": (1.0, 0.5), "snow": (0.0, 0.5)})
     assert result.per_corruption() == {"fog": 0.75, "snow": 0.25}
     assert result.mean == pytest.approx(0.5)
+    assert CorruptionResult.from_dict(json.loads(json.dumps(result.to_dict()))) == result
 
 
 def test_low_pass_at_full_cutoff_is_the_identity_and_high_pass_the_complement():

@@ -45,7 +45,8 @@ def test_keeps_shape_dtype_range_and_changes_the_image(name):
     rgb = batch(2, 32).astype(np.float32)
     gray = batch(2, 16, 1)  # float64, grayscale
     u8 = np.uint8(batch(2, 16) * 255)
-    for images in (rgb, gray, u8):
+    odd = np.stack([natural(5, 7, 1, seed) for seed in range(2)]).astype(np.float32)  # tiny, not square
+    for images in (rgb, gray, u8, odd):
         for severity in (1, 5):
             out = corrupt(images, name, severity, seed=3)
             assert out.shape == images.shape and out.dtype == images.dtype
@@ -53,7 +54,13 @@ def test_keeps_shape_dtype_range_and_changes_the_image(name):
                 assert out.min() >= 0 and out.max() <= 255
             else:
                 assert np.isfinite(out).all() and out.min() >= 0 and out.max() <= 1
-            assert np.abs(out.astype(float) - images.astype(float)).max() > 0, (name, severity)
+            change = np.abs(out.astype(float) - images.astype(float)).max()
+            if images is odd:
+                continue  # 5x7 is too small for some (zoom blur by 1.05 keeps 5 pixels as they are)
+            if name == "saturate" and images.shape[-1] == 1 and severity <= 3:
+                assert change < 1e-6  # a gray image has no saturation to scale (no offset before severity 4)
+            else:
+                assert change > 1e-6, (name, severity)
 
 
 # Distortion must grow with severity. Measured as the mean squared error to the clean
