@@ -206,6 +206,17 @@ class WOT(Callback):
     def on_eval(self, trainer: Any) -> None:
         trainer.history[-1]["wot_refinements"] = self.refinements
 
+    def state_dict(self) -> dict[str, Any]:
+        """The trajectory recorded so far (the Trainer does not checkpoint callbacks yet)."""
+        return {"w0": self.w0, "previous": self.previous, "deltas": list(self.deltas),
+                "steps": self.steps, "refinements": self.refinements, "alpha": self.alpha}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.w0, self.previous = state["w0"], state["previous"]
+        self.deltas = list(state["deltas"])
+        self.steps, self.refinements = int(state["steps"]), int(state["refinements"])
+        self.alpha = state["alpha"]
+
     def blocks(self, model: nn.Module) -> tuple[dict[str, int], int]:
         if self.config.variant == "whole":
             return {name: 0 for name, _ in model.named_parameters()}, 1

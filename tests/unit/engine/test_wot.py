@@ -172,3 +172,13 @@ def test_config_validation():
         WOTConfig(gap=0)
     with pytest.raises(UserError):
         WOTConfig(variant="layer")
+
+
+def test_state_dict_round_trip_continues_the_same_window():
+    trainer, callback = run("static", SparsityConfig(density=0.5))
+    copy = WOT(callback.config)
+    copy.load_state_dict(callback.state_dict())
+    assert copy.steps == callback.steps == 12 and copy.refinements == callback.refinements
+    assert torch.equal(copy.alpha, callback.alpha)
+    for name, value in callback.w0.items():
+        assert torch.equal(copy.w0[name], value)
