@@ -13,6 +13,7 @@ from sparsetrain.models import MODELS, create, default_input_shape
 SMALL_OPTIONS: dict[str, dict] = {
     "vgg11": {"width": 0.25},
     "vgg16": {"width": 0.25},
+    "preactresnet18": {"width": 8},
     "resnet18": {"width": 8},
     "resnet20": {"width": 8},
     "resnet32": {"width": 8},

@@ -22,3 +22,18 @@ def test_ci_runs_exactly_the_readme_test_command():
     ci_lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
     assert command in ci_lines
     assert command.startswith("pip install torch==2.13.0")
+
+
+def test_robustness_example_reports_corruption_and_pgd_accuracy(capsys):
+    spec = importlib.util.spec_from_file_location("robustness", ROOT / "examples" / "robustness.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    results = example.main(epochs=1, corruptions=["gaussian_noise", "contrast"])
+    assert set(results) == {"dense", "set 0.3"}
+    assert abs(results["set 0.3"]["density"] - 0.3) < 1e-3
+    for run in results.values():
+        assert set(run["corruptions"].accuracy) == {"gaussian_noise", "contrast"}
+        assert all(0 <= a <= 1 for accs in run["corruptions"].accuracy.values() for a in accs)
+        assert set(run["robust"]) == set(example.ATTACKS)
+    printed = capsys.readouterr().out
+    assert "mean corruption acc" in printed and "PGD-20 Linf 8/255" in printed

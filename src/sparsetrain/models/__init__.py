@@ -66,6 +66,7 @@ from sparsetrain.models import (  # noqa: E402, F401
     cnn1d,
     lenet,
     mlp,
+    preactresnet,
     resnet,
     transformer,
     vgg,
