@@ -16,6 +16,7 @@ import yaml
 
 from sparsetrain import analysis
 from sparsetrain.algorithms import METHODS
+from sparsetrain.criteria import CRITERIA
 from sparsetrain.data import DATASETS
 from sparsetrain.distributions import DISTRIBUTIONS
 from sparsetrain.errors import UserError
@@ -134,6 +135,7 @@ def cmd_quickstart(argv: Sequence[str]) -> int:
 
 REGISTRIES = {"methods": METHODS, "models": MODELS, "datasets": DATASETS,
               "distributions": DISTRIBUTIONS, "backends": BACKENDS}
+REGISTRIES["criteria"] = CRITERIA
 
 
 def cmd_list(argv: Sequence[str]) -> int:
