@@ -4,6 +4,9 @@ Each method wraps a model and its optimizer; call ``method.step()`` instead of
 ``optimizer.step()`` in any training loop.
 """
 
+from sparsetrain.algorithms.after_training import (
+    IMP, LAMP, AfterTraining, GlobalMagnitude, LayerAdaptiveDP, LayerMagnitude, PruneConfig,
+)
 from sparsetrain.algorithms.base import Method, MethodConfig, Sparsifier, SparsityConfig
 from sparsetrain.algorithms.dynamic import DynamicConfig, DynamicSparsifier
 from sparsetrain.algorithms.mest import MEST, MESTConfig
@@ -16,4 +19,5 @@ __all__ = [
     "METHODS", "MEST", "MESTConfig", "Dense", "DynamicConfig", "DynamicSparsifier", "Method",
     "MethodConfig", "RigL", "SET", "Sparsifier", "SparsityConfig", "Static", "config_class",
     "create", "list_methods", "register_method",
+    "AfterTraining", "GlobalMagnitude", "IMP", "LAMP", "LayerAdaptiveDP", "LayerMagnitude", "PruneConfig",
 ]
