@@ -152,6 +152,8 @@ class AfterTraining(Sparsifier):
             w.mask_grad()
             zero_optimizer_state(self.optimizer, w.parameter, ~w.mask)
         self.targets = {w.name: w.active for w in self.weights}
+        if self.round == 0:  # the dense weights before the first prune do not count as explored
+            self.ever_active = {w.name: w.mask.clone() for w in self.weights}
         self.round += 1
         self._record_active()
         if self.round == 1:
