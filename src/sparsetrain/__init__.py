@@ -14,3 +14,8 @@ from sparsetrain.algorithms import (
 
 __all__ = ["Dense", "MEST", "METHODS", "Method", "RigL", "SET", "Sparsifier", "Static",
            "create", "data", "distributions", "list_methods", "models"]
+
+from sparsetrain import criteria  # noqa: E402,F401  (criteria registry)
+from sparsetrain.algorithms import GMP, PaI, SNIP, GraNet, GraSP, SynFlow  # noqa: E402
+
+__all__ += ["GMP", "GraNet", "GraSP", "PaI", "SNIP", "SynFlow", "criteria"]

@@ -41,3 +41,33 @@ class DecaySchedule:
         if self.kind == "linear":
             return self.initial * (1 - t)
         return self.initial
+
+
+@dataclass(frozen=True)
+class CubicSchedule:
+    """Gradual pruning (Zhu & Gupta 2017, eq. 1), written for density d = 1 − sparsity:
+
+        d_t = d_f + (d_i − d_f) · (1 − (t − t0) / (n Δt))³   for t0 ≤ t ≤ t0 + n Δt,
+
+    d_i before t0 and d_f after. Pruning happens after steps t0 + j·Δt, j = 1..n
+    (at t0 itself the density is still d_i).
+    """
+
+    initial: float
+    final: float
+    start: int
+    interval: int
+    rounds: int
+
+    @property
+    def end(self) -> int:
+        """The step of the last pruning update, where the density reaches ``final``."""
+        return self.start + self.rounds * self.interval
+
+    def is_update(self, step: int) -> bool:
+        offset = step - self.start
+        return 0 < offset <= self.rounds * self.interval and offset % self.interval == 0
+
+    def at(self, step: int) -> float:
+        progress = min(max((step - self.start) / (self.rounds * self.interval), 0.0), 1.0)
+        return self.final + (self.initial - self.final) * (1 - progress) ** 3

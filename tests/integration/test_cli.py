@@ -5,6 +5,7 @@ import sqlite3
 import pytest
 import yaml
 
+from sparsetrain.algorithms import METHODS
 from sparsetrain.cli import main
 
 FAST = ["--model", "mlp", "--dataset", "digits", "--epochs", "2", "--batch-size", "64",
@@ -51,7 +52,7 @@ def test_config_file_with_flag_override_and_seeds(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--method", "nope"], "unknown method 'nope'; choose one of: dense, mest, rigl, set, static"),
+    (["--method", "nope"], "unknown method 'nope'; choose one of: " + ", ".join(METHODS.names())),
     (["--model", "nope"], "unknown model 'nope'"),
     (["--dataset", "nope"], "unknown dataset 'nope'"),
     (["--method", "rigl", "--density", "1.5"], "density must be in (0, 1]"),

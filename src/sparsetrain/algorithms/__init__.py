@@ -14,10 +14,21 @@ from sparsetrain.algorithms.registry import METHODS, config_class, create, list_
 from sparsetrain.algorithms.rigl import RigL
 from sparsetrain.algorithms.set import SET
 from sparsetrain.algorithms.static import Dense, Static
+from sparsetrain.algorithms.pai import PaI, PaIConfig, SNIP, GraSP, SynFlow
+from sparsetrain.algorithms.gmp import GMP, GMPConfig, GradualConfig, GradualPruning
+from sparsetrain.algorithms.granet import GraNet, GraNetConfig
+from sparsetrain.algorithms.pruning import (
+    ALLOCATIONS, allocation_counts, apply_masks, global_counts, masks_from_scores, select_masks,
+)
 
 __all__ = [
     "METHODS", "MEST", "MESTConfig", "Dense", "DynamicConfig", "DynamicSparsifier", "Method",
     "MethodConfig", "RigL", "SET", "Sparsifier", "SparsityConfig", "Static", "config_class",
     "create", "list_methods", "register_method",
     "AfterTraining", "GlobalMagnitude", "IMP", "LAMP", "LayerAdaptiveDP", "LayerMagnitude", "PruneConfig",
+]
+__all__ += [
+    "ALLOCATIONS", "GMP", "GMPConfig", "GraNet", "GraNetConfig", "GraSP", "GradualConfig",
+    "GradualPruning", "PaI", "PaIConfig", "SNIP", "SynFlow", "allocation_counts", "apply_masks",
+    "global_counts", "masks_from_scores", "select_masks",
 ]

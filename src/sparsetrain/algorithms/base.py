@@ -10,7 +10,7 @@ optimizer-state reset, so a method only says how it scores weights.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterable
 
 import torch
 from torch import nn
@@ -36,6 +36,8 @@ class Method:
 
     name: ClassVar[str] = "method"
     config_class: ClassVar[type] = MethodConfig
+    needs_data: ClassVar[bool] = False
+    """True if `prepare` reads training batches (pruning at initialization)."""
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, *,
                  total_steps: int | None = None, steps_per_epoch: int | None = None,
@@ -51,6 +53,19 @@ class Method:
         self.seed = seed
         self.step_count = 0
         self.weights: list[SparseWeight] = []
+
+    def prepare(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None) -> None:
+        """Called once before the first `step()` with an iterator of training batches.
+
+        Methods that prune before training (``needs_data``) score the network here; the
+        others ignore it. In your own loop::
+
+            method = st.create("snip", model, opt, density=0.1)
+            method.prepare(iter(train_loader))   # reads only the batches it needs
+            for x, y in train_loader: ...        # then train as usual, calling method.step()
+
+        Calling it again (e.g. after `load_state_dict` on resume) does nothing.
+        """
 
     def step(self) -> None:
         """One optimizer step (plus whatever the method does around it)."""

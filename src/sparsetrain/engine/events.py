@@ -3,6 +3,7 @@
 The loop, in pseudocode (each name below is an `Event`):
 
     FIT_START
+    method.prepare(train batches)            # once: pruning at initialization reads data here
     for epoch in range(start_epoch, epochs):
         EPOCH_START
         for x, y in train batches:          # order drawn from a generator seeded by (seed, epoch)

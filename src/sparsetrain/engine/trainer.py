@@ -64,6 +64,8 @@ class Trainer:
         if resume and self.checkpoint_path and self.checkpoint_path.exists():
             self.load(self.checkpoint_path)
         self.fire(Event.FIT_START)
+        self.method.prepare(batches(self.data.train, self.config.batch_size, shuffle=True,  # no-op once prepared
+                                    generator=generator(self.seed, "prepare"), device=self.device))
         while self.epoch < self.config.epochs:
             self.fire(Event.EPOCH_START)
             started = time.perf_counter()

@@ -1,0 +1,156 @@
+"""Gradual magnitude pruning during training (Zhu & Gupta 2017) and the shared gradual machinery."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from sparsetrain.algorithms.base import Sparsifier, SparsityConfig
+from sparsetrain.algorithms.pruning import (
+    ALLOCATIONS, allocation_counts, apply_masks, distribution_options, select_masks,
+)
+from sparsetrain.algorithms.registry import register_method
+from sparsetrain.config import check_range, option
+from sparsetrain.criteria import score
+from sparsetrain.distributions import allocate
+from sparsetrain.errors import ConfigError, UserError
+from sparsetrain.schedules import CubicSchedule
+from sparsetrain.sparse import generator, random_scores, topk_mask
+
+DATA_FREE_CRITERIA = ("magnitude", "lamp", "random")
+
+
+@dataclass(frozen=True)
+class GradualConfig(SparsityConfig):
+    """The cubic density schedule and how each pruning step allocates its cut."""
+
+    initial_density: float = option(1.0, "density before pruning starts; 1 = dense, below 1 starts "
+                                    "from a random mask at `distribution`")
+    start_fraction: float = option(0.0, "fraction of training after which pruning starts (t0)")
+    end_fraction: float = option(0.75, "fraction of training by which `density` is reached (t0 + n*interval)")
+    update_interval: int = option(100, "steps (or epochs, see interval_unit) between pruning steps")
+    interval_unit: str = option("steps", "unit of update_interval", choices=("steps", "epochs"))
+    allocation: str = option("layer", "global ranking, layer-wise at `distribution`, or the global "
+                             "ranking's per-layer ratios with random positions", choices=ALLOCATIONS)
+    criterion: str = option("magnitude", "what each pruning step ranks by", choices=DATA_FREE_CRITERIA)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_range("initial_density", self.initial_density, 0, 1, low_open=True)
+        check_range("start_fraction", self.start_fraction, 0, 1, high_open=True)
+        check_range("end_fraction", self.end_fraction, 0, 1, low_open=True)
+        check_range("update_interval", self.update_interval, 1)
+        if self.initial_density < self.density:
+            raise ConfigError(f"initial_density ({self.initial_density:g}) must be at least density "
+                              f"({self.density:g}): gradual pruning only removes weights")
+        if self.end_fraction <= self.start_fraction:
+            raise ConfigError("end_fraction must be greater than start_fraction")
+
+
+class GradualPruning:
+    """Mixin for a `Sparsifier`: prune to the cubic schedule's density after its update steps.
+
+    Each pruning step ranks the active weights by ``criterion`` and keeps round(d_t · N)
+    of them, allocated as ``allocation``; pruned weights and their optimizer state become 0.
+    """
+
+    weights: list
+    config: Any
+
+    def _gradual_schedule(self) -> CubicSchedule:
+        cfg = self.config
+        if self.total_steps is None or self.total_steps < 1:
+            raise UserError(f"{self.name} needs total_steps (the number of optimizer steps in training)")
+        interval = cfg.update_interval
+        if cfg.interval_unit == "epochs":
+            if not self.steps_per_epoch:
+                raise UserError("interval_unit=epochs needs steps_per_epoch")
+            interval *= self.steps_per_epoch
+        start = int(cfg.start_fraction * self.total_steps)
+        end = int(cfg.end_fraction * self.total_steps)
+        if start + interval > self.total_steps:
+            raise UserError(f"{self.name}: update_interval ({interval} steps) leaves no pruning step "
+                            f"between start ({start}) and the end of training ({self.total_steps})")
+        rounds = max(1, (end - start) // interval)
+        return CubicSchedule(cfg.initial_density, cfg.density, start, interval, rounds)
+
+    def init_masks(self) -> None:
+        """Dense, or a random mask at ``initial_density`` spread by ``distribution``."""
+        cfg = self.config
+        if cfg.initial_density >= 1:
+            for w in self.weights:
+                w.set_mask(torch.ones_like(w.mask))
+            return
+        shapes = {w.name: tuple(w.shape) for w in self.weights}
+        magnitudes = {w.name: w.values.abs() for w in self.weights}
+        counts = allocate(cfg.distribution, shapes, cfg.initial_density,
+                          **distribution_options(cfg, magnitudes))
+        for index, w in enumerate(self.weights):
+            scores = random_scores(w.shape, generator(self.seed, 0, "init", index), w.mask.device)
+            w.set_mask(topk_mask(scores, counts[w.name]))
+
+    @torch.no_grad()
+    def prune_to(self, density: float) -> None:
+        """Keep round(density · N) of the active weights (never more than are active)."""
+        cfg = self.config
+        allowed = {w.name: w.mask.clone() for w in self.weights}
+        active = {w.name: w.active for w in self.weights}
+        scores = score(cfg.criterion, self.model, None, weights=self.weights,
+                       seed=self.seed * 100_003 + self.step_count)
+        if cfg.allocation == "layer":
+            shapes = {w.name: tuple(w.shape) for w in self.weights}
+            wanted = allocate(cfg.distribution, shapes, density, **distribution_options(cfg, scores))
+            # never grow, never go below the final target (rounding can differ by one weight)
+            counts = {n: max(min(wanted[n], active[n]), min(self.targets[n], active[n])) for n in wanted}
+        else:
+            k_density = min(density, sum(active.values()) / sum(w.numel for w in self.weights))
+            counts = allocation_counts(scores, k_density, allocation=cfg.allocation, allowed=allowed)
+        masks = select_masks(scores, counts, allocation=cfg.allocation, allowed=allowed,
+                             seed=self.seed, step=self.step_count)
+        apply_masks(self.weights, masks, self.optimizer)
+        self._record_active()
+
+    def gradual_prune_if_due(self) -> None:
+        """Prune once if the step just taken is a pruning step of the schedule."""
+        t = self.step_count
+        if self.pruning.is_update(t) and getattr(self, "_pruned_at", None) != t:
+            self.prune_to(self.pruning.at(t))
+            self._pruned_at = t
+
+    def step(self) -> None:
+        super().step()
+        self.gradual_prune_if_due()
+
+    def current_targets(self) -> dict[str, int]:
+        layerwise = self.config.allocation == "layer" and getattr(self.config, "ranking", "layer") == "layer"
+        if layerwise and self.step_count >= self.pruning.end:
+            return dict(self.targets)
+        return {w.name: w.active for w in self.weights}  # the total moves until the schedule ends
+
+
+@dataclass(frozen=True)
+class GMPConfig(GradualConfig):
+    distribution: str = option("uniform", "layer-wise density allocation (allocation=layer)",
+                               choices=("uniform", "er", "erk", "scores", "custom"))
+
+
+@register_method("gmp", help="gradual magnitude pruning on the cubic schedule (Zhu & Gupta 2017)")
+class GMP(GradualPruning, Sparsifier):
+    """Zhu & Gupta 2017, "To prune, or not to prune: exploring the efficacy of pruning for
+    model compression".
+
+    Starting at ``initial_density`` (dense by default), after every ``update_interval``
+    steps from t0 the smallest-magnitude active weights are removed so the density follows
+    d_t = d_f + (d_i − d_f)(1 − (t − t0)/(nΔt))³ until it reaches ``density`` at
+    t0 + nΔt (n = ⌊(end − start)/Δt⌋). Layer-wise at ``distribution`` (uniform, as in the
+    paper) or globally ranked (``allocation``). Pruned weights never come back.
+    """
+
+    name = "gmp"
+    config_class: ClassVar[type] = GMPConfig
+
+    def __init__(self, model, optimizer=None, **kwargs: Any) -> None:
+        super().__init__(model, optimizer, **kwargs)
+        self.pruning = self._gradual_schedule()

@@ -1,0 +1,159 @@
+"""Pruning at initialization: score the untrained network once, prune, train the fixed mask."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import islice
+from typing import Any, ClassVar, Iterable
+
+import torch
+import torch.nn.functional as F
+
+from sparsetrain.algorithms.base import Sparsifier, SparsityConfig
+from sparsetrain.algorithms.pruning import ALLOCATIONS, apply_masks, distribution_options, masks_from_scores
+from sparsetrain.algorithms.registry import register_method
+from sparsetrain.config import check_range, option
+from sparsetrain.criteria import CRITERIA, score
+from sparsetrain.errors import UserError
+
+ROUND_SCHEDULES = ("exponential", "linear")
+
+
+@dataclass(frozen=True)
+class PaIConfig(SparsityConfig):
+    """Which criterion prunes the network before training, and how."""
+
+    criterion: str = option("snip", "pruning criterion (see `sparsetrain list criteria`)",
+                            choices=tuple(CRITERIA.names()))
+    allocation: str = option("global", "global ranking, layer-wise at `distribution`, or the global "
+                             "ranking's per-layer ratios with random positions", choices=ALLOCATIONS)
+    rounds: int = option(1, "pruning rounds before training; the density reaches `density` at the last")
+    round_schedule: str = option("exponential", "density after round r of R: density^(r/R) "
+                                 "(exponential) or 1 - (1 - density) r/R (linear)", choices=ROUND_SCHEDULES)
+    prune_batches: int = option(1, "training batches joined into the one batch the criterion reads")
+    temperature: float = option(200.0, "GraSP only: logits are divided by this (200 in the reference code)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_range("rounds", self.rounds, 1)
+        check_range("prune_batches", self.prune_batches, 1)
+        check_range("temperature", self.temperature, 0, low_open=True)
+
+
+@register_method("pai", help="prune once at initialization with any criterion, then train the fixed mask")
+class PaI(Sparsifier):
+    """Pruning at initialization with any registered criterion and allocation.
+
+    The network starts dense. `prepare(batches)` (called by the Trainer before the first
+    step) scores it on ``prune_batches`` training batches and prunes to ``density`` in
+    ``rounds`` rounds (each round re-scores the network pruned so far and keeps the top of
+    what is left); training then keeps the mask fixed. `step()` before `prepare` is an error.
+    ``snip``, ``grasp`` and ``synflow`` are this method with the paper's criterion and rounds.
+    """
+
+    name = "pai"
+    config_class: ClassVar[type] = PaIConfig
+    needs_data = True
+
+    def __init__(self, model, optimizer=None, **kwargs: Any) -> None:
+        super().__init__(model, optimizer, **kwargs)
+        self.prepared = False
+
+    def init_masks(self) -> None:
+        """Dense until `prepare` prunes."""
+        for w in self.weights:
+            w.set_mask(torch.ones_like(w.mask))
+
+    def round_density(self, r: int) -> float:
+        """Density after round ``r`` of ``rounds`` (the last round reaches ``density``)."""
+        cfg = self.config
+        if cfg.round_schedule == "exponential":
+            return cfg.density ** (r / cfg.rounds)
+        return 1 - (1 - cfg.density) * r / cfg.rounds
+
+    def _batch(self, batches: Iterable | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+        taken = list(islice(iter(batches), self.config.prune_batches)) if batches is not None else []
+        if not taken:
+            return None
+        return torch.cat([x for x, _ in taken]), torch.cat([y for _, y in taken])
+
+    def prepare(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None) -> None:
+        if self.prepared:
+            return
+        cfg = self.config
+        batch = self._batch(batches)
+        if batch is None and (CRITERIA.info(cfg.criterion)["needs_batch"] or cfg.criterion == "synflow"):
+            raise UserError(f"{self.name} with criterion {cfg.criterion!r} needs training batches in prepare()")
+        own = {"temperature": cfg.temperature} if "temperature" in CRITERIA.options(cfg.criterion) else {}
+        for r in range(1, cfg.rounds + 1):
+            scores = score(cfg.criterion, self.model, batch, weights=self.weights,
+                           loss_fn=F.cross_entropy, seed=self.seed * 100_003 + r, **own)
+            masks = masks_from_scores(scores, self.round_density(r), allocation=cfg.allocation,
+                                      distribution=cfg.distribution, allowed={w.name: w.mask for w in self.weights},
+                                      seed=self.seed, step=r, **distribution_options(cfg, scores))
+            apply_masks(self.weights, masks, self.optimizer)
+        self.targets = {w.name: w.active for w in self.weights}
+        self.ever_active = {w.name: w.mask.clone() for w in self.weights}
+        self.prepared = True
+
+    def step(self) -> None:
+        if not self.prepared:
+            raise UserError(f"{self.name} prunes before training: call prepare(batches) once before "
+                            "the first step (the Trainer does this)")
+        super().step()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "prepared": self.prepared, "targets": dict(self.targets)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.prepared = bool(state.get("prepared", True))
+        self.targets = {k: int(v) for k, v in state.get("targets", self.targets).items()}
+
+
+@dataclass(frozen=True)
+class SNIPConfig(PaIConfig):
+    criterion: str = option("snip", "pruning criterion (see `sparsetrain list criteria`)",
+                            choices=tuple(CRITERIA.names()))
+
+
+@register_method("snip", help="prune at init by |g * w| on a batch, global ranking (Lee et al. 2019)")
+class SNIP(PaI):
+    """Lee et al. 2019, "SNIP: Single-shot Network Pruning based on Connection Sensitivity",
+    ICLR: one batch, one round, keep the globally highest |g ⊙ w|."""
+
+    name = "snip"
+    config_class: ClassVar[type] = SNIPConfig
+
+
+@dataclass(frozen=True)
+class GraSPConfig(PaIConfig):
+    criterion: str = option("grasp", "pruning criterion (see `sparsetrain list criteria`)",
+                            choices=tuple(CRITERIA.names()))
+
+
+@register_method("grasp", help="prune at init keeping gradient flow, removes highest -theta*Hg (Wang et al. 2020)")
+class GraSP(PaI):
+    """Wang et al. 2020, "Picking Winning Tickets Before Training by Preserving Gradient
+    Flow", ICLR: one round, global ranking, removes the weights with the highest −θ ⊙ Hg
+    (see `sparsetrain.criteria.grasp`), logits at temperature 200 as in the reference."""
+
+    name = "grasp"
+    config_class: ClassVar[type] = GraSPConfig
+
+
+@dataclass(frozen=True)
+class SynFlowConfig(PaIConfig):
+    criterion: str = option("synflow", "pruning criterion (see `sparsetrain list criteria`)",
+                            choices=tuple(CRITERIA.names()))
+    rounds: int = option(100, "pruning rounds before training; the density reaches `density` at the last")
+
+
+@register_method("synflow", help="data-free iterative synaptic-flow pruning at init, 100 rounds (Tanaka et al. 2020)")
+class SynFlow(PaI):
+    """Tanaka et al. 2020, "Pruning neural networks without any data by iteratively conserving
+    synaptic flow", NeurIPS: 100 rounds, density^(r/100) after round r, global ranking, each
+    round re-scores the pruned network (as ``prune_loop`` in ganguli-lab/Synaptic-Flow)."""
+
+    name = "synflow"
+    config_class: ClassVar[type] = SynFlowConfig
