@@ -20,7 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from itertools import islice
+from typing import Any, ClassVar, Iterable
 
 import torch
 from torch import nn
@@ -28,11 +29,10 @@ from torch import nn
 from sparsetrain import criteria
 from sparsetrain.algorithms.base import Sparsifier, SparsityConfig
 from sparsetrain.algorithms.layer_dp import distortion_table, dp_counts, dp_masks, level_counts
+from sparsetrain.algorithms.pruning import apply_masks, distribution_options, masks_from_scores
 from sparsetrain.algorithms.registry import register_method
 from sparsetrain.config import check_range, option
-from sparsetrain.distributions import allocate
 from sparsetrain.errors import UserError
-from sparsetrain.sparse import topk_mask, zero_optimizer_state
 
 REWIND_INIT = "init"
 
@@ -50,11 +50,13 @@ class PruneConfig(SparsityConfig):
                                    "weights before the checkpoint was loaded; or a weights file (rewinding to step k)")
     rounds: int = option(1, "pruning rounds spread evenly over training, each to density ** (r / rounds)")
     dp_levels: int = option(100, "prune-dp: density levels per layer in the distortion table")
+    dp_calibration: int = option(1024, "prune-dp: training inputs in the calibration set")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_range("rounds", self.rounds, 1)
         check_range("dp_levels", self.dp_levels, 1)
+        check_range("dp_calibration", self.dp_calibration, 1)
         if self.rewind_to not in (None, REWIND_INIT) and not Path(self.rewind_to).is_file():
             raise UserError(f"rewind_to must be 'init' or an existing weights file; {self.rewind_to!r} does not exist")
         if self.checkpoint is not None and not Path(self.checkpoint).is_file():
@@ -125,16 +127,6 @@ class AfterTraining(Sparsifier):
         """Higher = kept: the registered criterion `criterion` over the sparse weights."""
         return criteria.score(self.criterion, self.model, weights=self.weights)
 
-    def counts(self, density: float) -> dict[str, int] | None:
-        """Per-layer active counts, or None for one global ranking of `scores`."""
-        if self.ranking == "layer":
-            shapes = {w.name: tuple(w.shape) for w in self.weights}
-            options = {"densities": self.config.layer_densities} if self.config.distribution == "custom" else {}
-            if self.config.distribution in ("er", "erk"):
-                options["power"] = self.config.erk_power
-            return allocate(self.config.distribution, shapes, density, **options)
-        return None
-
     # --- the fixed order: density of the round -> scores -> top-k -> masks -> optimizer state
     def round_density(self, r: int) -> float:
         return self.config.density ** (r / self.config.rounds)
@@ -147,10 +139,7 @@ class AfterTraining(Sparsifier):
         masks = self.masks_for(density, total)
         if masks is None:  # waits for calibration inputs
             return
-        for w in self.weights:
-            w.set_mask(masks[w.name])
-            w.mask_grad()
-            zero_optimizer_state(self.optimizer, w.parameter, ~w.mask)
+        apply_masks(self.weights, masks, self.optimizer)
         self.targets = {w.name: w.active for w in self.weights}
         if self.round == 0:  # the dense weights before the first prune do not count as explored
             self.ever_active = {w.name: w.mask.clone() for w in self.weights}
@@ -160,28 +149,23 @@ class AfterTraining(Sparsifier):
             self.rewind()
 
     def masks_for(self, density: float, total: int) -> dict[str, torch.Tensor] | None:
-        scores = self.scores()
-        counts = self.counts(density)
-        if counts is not None:
-            return {w.name: topk_mask(scores[w.name], counts[w.name], allowed=w.mask) for w in self.weights}
-        names = [w.name for w in self.weights]
-        flat = torch.cat([scores[n].reshape(-1).float() for n in names])
-        allowed = torch.cat([w.mask.reshape(-1) for w in self.weights])
-        keep = topk_mask(flat, min(total, int(allowed.sum())), allowed=allowed)
-        return {n: part.view(w.shape) for n, w, part in
-                zip(names, self.weights, keep.split([w.numel for w in self.weights]))}
+        """Masks keeping ``total`` = round(density * N) weights among the active ones."""
+        return masks_from_scores(self.scores(), density, allocation=self.ranking,
+                                 distribution=self.config.distribution,
+                                 allowed={w.name: w.mask.clone() for w in self.weights},
+                                 **distribution_options(self.config))
 
     def step(self) -> None:
         if self.round == 0:
-            raise UserError(f"{self.name} needs calibration inputs before training: call calibrate(x) "
-                            "or run a forward pass before the first step()")
+            raise UserError(f"{self.name} needs calibration inputs: call prepare(batches) once before "
+                            "the first step (the Trainer does this)")
         super().step()
         due = self.round * self.total_steps // self.config.rounds if self.total_steps else None
         if self.round < self.config.rounds and due is not None and self.step_count >= due:
             self.prune_round()
 
-    def calibrate(self, inputs: torch.Tensor) -> None:
-        """Give the method a batch of inputs (needed by prune-dp; ignored by the others)."""
+    def prepare(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None) -> None:
+        """Calibration batches (read by prune-dp only; the others prune when built)."""
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "round": self.round}
@@ -225,35 +209,31 @@ class LayerAdaptiveDP(AfterTraining):
     the calibration inputs when only that layer is magnitude-pruned, at ``dp_levels`` + 1
     densities) feeds an exact DP over layers for the densities that minimise the summed
     distortion under the active-weight budget (`layer_dp`); each layer then keeps its
-    largest |w|. Needs `calibrate(x)` before the first step (the Trainer calls it)."""
+    largest |w|. The calibration set is the first ``dp_calibration`` training inputs given to
+    `prepare` (the Trainer calls it; in your own loop call ``method.prepare(iter(loader))``)."""
 
     name = "prune-dp"
 
-    def init_masks(self) -> None:
-        super().init_masks()
-        # Without an explicit calibrate(x), the first batch the model sees calibrates it.
-        self._capture = self.model.register_forward_pre_hook(self._capture_inputs)
+    needs_data = True
 
-    def _capture_inputs(self, module: nn.Module, args: tuple) -> None:
-        if self.inputs is None and args and isinstance(args[0], torch.Tensor):
-            self.inputs = args[0].detach().clone()
-        self._capture.remove()
+    def prepare(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None) -> None:
+        """Join training batches until ``dp_calibration`` inputs, then prune (once)."""
+        if self.round > 0 or batches is None:
+            return
+        inputs, seen = [], 0
+        for x, _ in islice(iter(batches), 10_000):
+            inputs.append(x)
+            seen += len(x)
+            if seen >= self.config.dp_calibration:
+                break
+        if inputs:
+            self.calibrate(torch.cat(inputs)[: self.config.dp_calibration])
 
     def calibrate(self, inputs: torch.Tensor) -> None:
+        """Prune using ``inputs`` as the calibration set (once)."""
         self.inputs = inputs.detach()
-        self._capture.remove()
         if self.round == 0:
             self.prune_round()
-
-    def step(self) -> None:
-        if self.round == 0 and self.inputs is not None:
-            self.prune_round()  # calibrated on the first training batch
-        super().step()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        if self.round > 0:
-            self._capture.remove()
 
     def masks_for(self, density: float, total: int) -> dict[str, torch.Tensor] | None:
         if self.inputs is None:

@@ -111,15 +111,20 @@ def test_imp_level_k_keeps_round_0_8_pow_k_of_the_weights(tmp_path, levels):
         torch.save(model.state_dict(), tmp_path / f"level{level}.pt")
 
 
-def test_prune_dp_calibrates_on_the_first_batch_and_spends_the_budget():
+def test_prune_dp_calibrates_on_prepared_batches_and_spends_the_budget():
     model = _model()
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    method = create("prune-dp", model, opt, density=0.5, total_steps=2, dp_levels=6)
+    method = create("prune-dp", model, opt, density=0.5, total_steps=2, dp_levels=6, dp_calibration=20)
     with pytest.raises(UserError, match="calibration"):
         method.step()
     x = torch.randn(16, 4)
+    method.prepare(iter([(x, None), (x + 1, None), (x + 2, None)]))
+    assert method.inputs.shape == (20, 4)  # 16 + 4 of the second batch; the third is not read
+    assert sum(w.active for w in method.weights) == 9
+    masks = {w.name: w.mask.clone() for w in method.weights}
+    method.prepare(iter([(x * 5, None)]))  # once only
+    assert all(torch.equal(masks[w.name], w.mask) for w in method.weights)
     model(x).sum().backward()
     method.step()
-    assert sum(w.active for w in method.weights) == 9
     for w in method.weights:
         assert w.parameter[~w.mask].eq(0).all()
