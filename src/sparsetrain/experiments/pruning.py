@@ -196,17 +196,9 @@ def pools_for_level(store: ResultsStore, root: str | Path, levels: list[dict[str
         raise UserError(f"level must be one of {', '.join(str(k) for k in sorted(by_level) if k)}; got {level}")
     ticket = by_level[level]
     config = ticket["config"]
-    spec = build_spec({**config, "method": ticket["method"]}, where="lottery pools")
-    exp = spec.experiment
-    data: DatasetSplits = load(exp.dataset, seed=exp.seed, val_fraction=exp.val_fraction, data_dir=exp.data_dir,
-                               **(exp.dataset_options or {}))
+    data, model, weights = _rebuild(ticket)
     if len(data.val) == 0:
         raise UserError("Lottery Pools needs a validation set; the ticket's run has val_fraction 0")
-    model = create_model(exp.model, input_shape=data.input_shape, num_classes=data.num_classes,
-                         **(exp.model_options or {}))
-    names = select_weights(model, dense_first=spec.method.dense_first, dense_last=spec.method.dense_last,
-                           include=spec.method.include, exclude=spec.method.exclude)
-    weights = attach(model, names, spec.method.backend)
     ordered = sorted(by_level)
     states = {k: read_weights(run_dir_of(root, by_level[k]).last_checkpoint) for k in ordered}
     for k in ordered:  # level 0 (dense) has no masks: take the model's (all ones)
@@ -223,10 +215,79 @@ def pools_for_level(store: ResultsStore, root: str | Path, levels: list[dict[str
     layers = analysis.layer_table(model, data.input_shape)
     final.update(analysis.totals(layers))
     pools_config = {**config, "method": "lottery-pools", "ticket": ticket["run_id"], "search_num": search_num}
-    run_id = store.run_id(config_hash(pools_config), exp.seed)
-    store.start(run_id, config_hash=config_hash(pools_config), seed=exp.seed, config=pools_config)
-    store.finish(run_id, final, layers, duration_s=time.time() - started)
+    run_id = _store_result(store, root, pools_config, final, layers, time.time() - started, model)
     store.link(run_id, parent_run=ticket["run_id"], experiment=None, level=level)
     log(f"lottery pools on level {level}: val {result.ticket_val_acc:.4f} -> {result.val_acc:.4f}, "
         f"test {final['test_acc']:.4f}, accepted {final['accepted']}")
+    return store.get_run(run_id)
+
+
+def _rebuild(record: dict[str, Any]) -> tuple[DatasetSplits, nn.Module, list]:
+    """The data, a fresh model and its sparse weights for a stored run's config."""
+    spec = build_spec(record["config"], where=f"run {record['run_id']}")
+    exp = spec.experiment
+    data = load(exp.dataset, seed=exp.seed, val_fraction=exp.val_fraction, data_dir=exp.data_dir,
+                **(exp.dataset_options or {}))
+    model = create_model(exp.model, input_shape=data.input_shape, num_classes=data.num_classes,
+                         **(exp.model_options or {}))
+    cfg = spec.method
+    if not hasattr(cfg, "backend"):  # a dense run: nothing is sparse
+        return data, model, []
+    names = select_weights(model, dense_first=cfg.dense_first, dense_last=cfg.dense_last,
+                           include=cfg.include, exclude=cfg.exclude)
+    return data, model, attach(model, names, cfg.backend)
+
+
+def _store_result(store: ResultsStore, root: str | Path, config: dict[str, Any], final: dict[str, Any],
+                  layers: list[dict[str, Any]], duration_s: float, model: nn.Module) -> str:
+    """Record a result that was computed, not trained, as a finished run with its weights
+    in the run folder (``checkpoints/last.pt``, ``{"model": state_dict}``); returns its id."""
+    from sparsetrain.atomic import atomic_torch_save
+
+    identity = config_hash(config)
+    seed = int(config.get("seed", 0))
+    run_id = store.run_id(identity, seed)
+    folder = RunDir(root, identity, seed).create()
+    folder.write_config(config)
+    atomic_torch_save({"model": {k: v.detach().cpu() for k, v in model.state_dict().items()}},
+                      folder.last_checkpoint)
+    store.start(run_id, config_hash=identity, seed=seed, config=config)
+    store.finish(run_id, final, layers, duration_s=duration_s)
+    return run_id
+
+
+# --- sparse model soups ----------------------------------------------------------------------
+def soup_runs(store: ResultsStore, root: str | Path, run_refs: list[str], *, greedy: bool = False,
+              log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Average finished runs that share one mask (e.g. fine-tunings of one pruned model) into a
+    sparse model soup (Wortsman et al. 2022): uniform, or greedy by validation accuracy. The
+    soup keeps the mask; it is stored as a run (method ``soup-uniform``/``soup-greedy``)."""
+    from sparsetrain.algorithms.averaging import greedy_soup, uniform_soup
+
+    records = [find_run(store, ref) for ref in run_refs]
+    if len(records) < 2:
+        raise UserError("a soup needs at least two runs")
+    started = time.time()
+    data, model, _ = _rebuild(records[0])
+    own = model.state_dict()
+    states = []
+    for record in records:
+        state = read_weights(run_dir_of(root, record).last_checkpoint)
+        if set(state) != set(own):
+            raise UserError(f"run {record['run_id']} has another architecture or sparsity than {records[0]['run_id']}")
+        states.append(state)
+    if greedy:
+        soup, chosen = greedy_soup(states, model, lambda m: accuracy(m, data.val))
+    else:
+        soup, chosen = uniform_soup(states), list(range(len(states)))
+        model.load_state_dict(soup)
+    final = {"val_acc": accuracy(model, data.val), "test_acc": accuracy(model, data.test),
+             "ingredients": [records[i]["run_id"] for i in chosen]}
+    layers = analysis.layer_table(model, data.input_shape)
+    final.update(analysis.totals(layers))
+    method = "soup-greedy" if greedy else "soup-uniform"
+    config = {**records[0]["config"], "method": method, "runs": sorted(r["run_id"] for r in records)}
+    run_id = _store_result(store, root, config, final, layers, time.time() - started, model)
+    store.link(run_id, parent_run=records[0]["run_id"])  # all ingredients: final["ingredients"]
+    log(f"{method} of {len(records)} runs ({len(chosen)} used): test {final['test_acc']:.4f}")
     return store.get_run(run_id)

@@ -79,3 +79,45 @@ def test_links_table_is_added_to_a_store_written_before_it_existed(tmp_path):
     store.link("a/seed_0", parent_run="b/seed_0", experiment="e", level=2)
     assert store.links(experiment="e") == [{"run_id": "a/seed_0", "parent_run": "b/seed_0",
                                             "experiment": "e", "level": 2}]
+
+
+def _layer_active(row, name):
+    return next(layer for layer in row["layers"] if layer["name"].startswith(name))
+
+
+def test_lottery_rewinds_to_an_epoch_or_only_the_learning_rate_and_can_prune_convs_only(tmp_path):
+    store = ResultsStore(tmp_path / "results.db")
+    base = {**BASE, "epochs": 2}
+    rows = run_lottery(store, tmp_path, base, LotteryConfig(levels=1, rewind="epoch", rewind_epoch=1), **QUIET)
+    assert rows[1]["config"]["rewind_to"].endswith("weights_epoch_1.pt") and rows[1]["config"]["epochs"] == 1
+    rows = run_lottery(store, tmp_path, base, LotteryConfig(levels=1, rewind="lr"), **QUIET)
+    assert rows[1]["config"]["rewind_to"] is None and rows[1]["config"]["epochs"] == 2
+    rows = run_lottery(store, tmp_path, base, LotteryConfig(levels=1, conv_only=True), **QUIET)
+    assert rows[1]["config"]["include"] == ["features.0.weight", "features.2.weight", "features.4.weight"]
+    convs = sum(layer["total"] for layer in rows[1]["layers"] if layer["name"].startswith("features"))
+    linear = _layer_active(rows[1], "classifier")
+    assert linear["active"] == linear["total"]  # the Linear layer stays dense
+    assert sum(layer["active"] for layer in rows[1]["layers"]
+               if layer["name"].startswith("features")) == round(0.8 * convs)
+
+
+@pytest.mark.parametrize("greedy", [False, True])
+def test_soup_of_fine_tuned_runs_keeps_the_mask_and_is_the_mean(lottery, greedy):
+    import torch
+
+    from sparsetrain.experiments.pruning import read_weights, run_dir_of, soup_runs
+
+    root, store, rows = lottery
+    runs = [prune_run(store, root, rows[0]["run_id"], method="global", density=0.3, finetune_epochs=1,
+                      overrides={"lr": lr}, **QUIET) for lr in (0.01, 0.05)]
+    soup = soup_runs(store, root, [r["run_id"] for r in runs], greedy=greedy, log=QUIET["log"])
+    assert soup["method"] == ("soup-greedy" if greedy else "soup-uniform")
+    states = [read_weights(run_dir_of(root, r).last_checkpoint) for r in runs]
+    mixed = read_weights(run_dir_of(root, soup).last_checkpoint)
+    used = [states[[r["run_id"] for r in runs].index(i)] for i in soup["final"]["ingredients"]]
+    for key, value in mixed.items():
+        if value.is_floating_point():
+            assert torch.allclose(value, torch.stack([s[key] for s in used]).mean(0))
+        else:
+            assert torch.equal(value, states[0][key])  # the shared mask
+    assert soup["final"]["active_weights"] == runs[0]["final"]["active_weights"]
