@@ -104,6 +104,8 @@ class AfterTraining(Sparsifier):
 
     def init_masks(self) -> None:
         cfg = self.config
+        if cfg.rounds > 1 and not self.total_steps:
+            raise UserError(f"{self.name} with rounds > 1 needs total_steps to spread the rounds over training")
         start = {k: v.clone() for k, v in self.model.state_dict().items() if v.is_floating_point()}
         if cfg.checkpoint is not None:
             load_weights(self.model, read_weights(cfg.checkpoint))
@@ -217,8 +219,9 @@ class LayerAdaptiveDP(AfterTraining):
     needs_data = True
 
     def prepare(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None) -> None:
-        """Join training batches until ``dp_calibration`` inputs, then prune (once)."""
-        if self.round > 0 or batches is None:
+        """Join training batches until ``dp_calibration`` inputs, then prune if not yet pruned
+        (after a resume this only restores the calibration set for later rounds)."""
+        if self.inputs is not None or batches is None:
             return
         inputs, seen = [], 0
         for x, _ in islice(iter(batches), 10_000):

@@ -128,3 +128,8 @@ def test_prune_dp_calibrates_on_prepared_batches_and_spends_the_budget():
     method.step()
     for w in method.weights:
         assert w.parameter[~w.mask].eq(0).all()
+
+
+def test_rounds_without_total_steps_is_a_user_error():
+    with pytest.raises(UserError, match="total_steps"):
+        create("prune-global", _model(), density=0.25, rounds=2)
