@@ -17,6 +17,7 @@ import yaml
 
 from sparsetrain import analysis
 from sparsetrain.algorithms import METHODS
+from sparsetrain.criteria import CRITERIA
 from sparsetrain.data import DATASETS
 from sparsetrain.distributions import DISTRIBUTIONS
 from sparsetrain.errors import UserError
@@ -135,6 +136,7 @@ def cmd_quickstart(argv: Sequence[str]) -> int:
 
 REGISTRIES = {"methods": METHODS, "models": MODELS, "datasets": DATASETS,
               "distributions": DISTRIBUTIONS, "backends": BACKENDS}
+REGISTRIES["criteria"] = CRITERIA
 
 
 def cmd_list(argv: Sequence[str]) -> int:
