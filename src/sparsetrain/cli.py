@@ -263,8 +263,24 @@ def cmd_lottery(argv: Sequence[str]) -> int:
     return 0
 
 
+def cmd_soup(argv: Sequence[str]) -> int:
+    from sparsetrain.experiments.pruning import soup_runs
+
+    parser = argparse.ArgumentParser(prog="sparsetrain soup", description="Average finished runs that share "
+                                     "one mask (e.g. fine-tunings of one pruned model) into a sparse model soup.")
+    parser.add_argument("runs", nargs="+", help="run ids or unique prefixes (at least two)")
+    parser.add_argument("--greedy", action="store_true", help="greedy soup by validation accuracy (default: uniform)")
+    parser.add_argument("--out", default=DEFAULT_OUT, help="folder holding results.db and the run folders")
+    args = parser.parse_args(argv)
+    with _open_store(args.out) as store:
+        row = soup_runs(store, args.out, args.runs, greedy=args.greedy)
+    print("\n" + comparison_table([row]))
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "quickstart": cmd_quickstart, "list": cmd_list,
-            "report": cmd_report, "show": cmd_show, "prune": cmd_prune, "lottery": cmd_lottery}
+            "report": cmd_report, "show": cmd_show, "prune": cmd_prune, "lottery": cmd_lottery,
+            "soup": cmd_soup}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

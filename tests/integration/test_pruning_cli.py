@@ -37,6 +37,14 @@ def test_prune_fine_tunes_a_finished_run_and_the_report_shows_it(tmp_path, capsy
     assert main(["prune", parent[0][:6], "--method", "lamp", "--density", "1.5", "--out", str(out)]) == 2
     assert "density must be in (0, 1]" in capsys.readouterr().err
     assert main(["prune", "zzz", "--method", "lamp", "--density", "0.5", "--out", str(out)]) == 2
+    assert main(["prune", parent[0][:6], "--method", "lamp", "--density", "0.2", "--finetune-epochs", "1",
+                 "--lr", "0.01", "--out", str(out), "--no-progress"]) == 0
+    runs = [r[0] for r in _rows(out, "SELECT run_id FROM runs WHERE method = 'prune-lamp'")]
+    capsys.readouterr()
+    assert main(["soup"] + runs + ["--out", str(out)]) == 0
+    assert "soup-uniform" in capsys.readouterr().out
+    assert main(["soup", runs[0], parent[0], "--out", str(out)]) == 2  # dense and sparse: no shared mask
+    assert "another architecture or sparsity" in capsys.readouterr().err
 
 
 def test_lottery_prints_accuracy_per_level(tmp_path, capsys):
