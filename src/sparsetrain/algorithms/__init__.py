@@ -4,9 +4,6 @@ Each method wraps a model and its optimizer; call ``method.step()`` instead of
 ``optimizer.step()`` in any training loop.
 """
 
-from sparsetrain.algorithms.after_training import (
-    IMP, LAMP, AfterTraining, GlobalMagnitude, LayerAdaptiveDP, LayerMagnitude, PruneConfig,
-)
 from sparsetrain.algorithms.base import Method, MethodConfig, Sparsifier, SparsityConfig
 from sparsetrain.algorithms.dynamic import DynamicConfig, DynamicSparsifier
 from sparsetrain.algorithms.mest import MEST, MESTConfig
@@ -25,10 +22,14 @@ __all__ = [
     "METHODS", "MEST", "MESTConfig", "Dense", "DynamicConfig", "DynamicSparsifier", "Method",
     "MethodConfig", "RigL", "SET", "Sparsifier", "SparsityConfig", "Static", "config_class",
     "create", "list_methods", "register_method",
-    "AfterTraining", "GlobalMagnitude", "IMP", "LAMP", "LayerAdaptiveDP", "LayerMagnitude", "PruneConfig",
 ]
 __all__ += [
     "ALLOCATIONS", "GMP", "GMPConfig", "GraNet", "GraNetConfig", "GraSP", "GradualConfig",
     "GradualPruning", "PaI", "PaIConfig", "SNIP", "SynFlow", "allocation_counts", "apply_masks",
     "global_counts", "masks_from_scores", "select_masks",
 ]
+from sparsetrain.algorithms.after_training import (  # noqa: E402  (pruning after training, lottery levels)
+    IMP, LAMP, AfterTraining, GlobalMagnitude, LayerAdaptiveDP, LayerMagnitude, PruneConfig,
+)
+
+__all__ += ["AfterTraining", "GlobalMagnitude", "IMP", "LAMP", "LayerAdaptiveDP", "LayerMagnitude", "PruneConfig"]
