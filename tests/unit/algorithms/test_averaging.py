@@ -121,3 +121,15 @@ def test_interpolate_and_neighbour_order():
     assert mixed["w"].tolist() == [1.0, 3.0] and mixed["m"].tolist() == [True, False]
     assert neighbour_order(2, 5) == [1, 3, 0, 4]
     assert neighbour_order(0, 4, limit=2) == [1, 2]
+
+
+def test_lottery_pools_recalibrates_before_every_evaluation_of_a_mix():
+    states, masks = _tickets()
+    model, weights = _sparse_model(0, masks)
+    x, y = _data()
+    events = []
+    evaluate = lambda m: events.append("eval") or _accuracy(x, y)(m)  # noqa: E731
+    lottery_pools(model, weights, states[0], states[1:], evaluate,
+                  recalibrate=lambda m: events.append("recal"), alphas=(0.3, 0.6))
+    # the ticket itself is evaluated as trained; each of 2 candidates x 2 alphas is recalibrated first
+    assert events == ["eval"] + ["recal", "eval"] * 4
