@@ -60,6 +60,14 @@ def test_gmp_layer_wise_counts_follow_the_distribution_at_each_pruning_step():
         assert w.parameter[~w.mask].eq(0).all()
 
 
+def test_gmp_interval_in_epochs():
+    method = GMP(_model(), None, density=0.5, total_steps=20, steps_per_epoch=5, update_interval=1,
+                 interval_unit="epochs")
+    assert (method.pruning.interval, method.pruning.rounds, method.pruning.end) == (5, 3, 15)
+    with pytest.raises(UserError, match="needs steps_per_epoch"):
+        GMP(_model(), None, density=0.5, total_steps=20, update_interval=1, interval_unit="epochs")
+
+
 def test_gmp_config_and_schedule_errors():
     with pytest.raises(ConfigError, match="initial_density"):
         GMP(_model(), None, density=0.5, initial_density=0.4, total_steps=10)
