@@ -77,7 +77,7 @@ def run_seed(seed: int, args: argparse.Namespace, store: ResultsStore, log) -> d
     imp = run_lottery(store, out, {**base, "method": "dense"}, lottery, **quiet)
     rows["imp"] = imp[-1]
     log(f"seed {seed} imp      test {imp[-1]['final']['test_acc']:.4f}  ({time.perf_counter() - started:.0f} s)")
-    experiment = store.links(parent_run=imp[1]["run_id"])[0]["experiment"]
+    experiment = store.links(run_id=imp[-1]["run_id"])[0]["experiment"]
     levels = lottery_levels(store, experiment)
     rows["levels"] = levels  # type: ignore[assignment]
     timed("pools", lambda: pools_for_level(store, out, levels, IMP_LEVELS, log=lambda message: None))

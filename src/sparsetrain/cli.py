@@ -254,7 +254,7 @@ def cmd_lottery(argv: Sequence[str]) -> int:
     out = Path(control["out"])
     with ResultsStore(out / "results.db") as store:
         rows = run_lottery(store, out, values, lottery, progress=not control["no_progress"])
-        experiment = store.links(parent_run=rows[1]["run_id"])[0]["experiment"]
+        experiment = store.links(run_id=rows[-1]["run_id"])[0]["experiment"]
         levels = lottery_levels(store, experiment)
         if control["pools"] is not None:
             pools = pools_for_level(store, out, levels, control["pools"])

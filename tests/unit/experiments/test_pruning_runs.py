@@ -33,7 +33,7 @@ def test_imp_level_k_keeps_round_0_8_pow_k_of_the_pruned_weights(lottery):
 
 def test_lottery_levels_are_linked_to_one_experiment_and_their_parent(lottery):
     _, store, rows = lottery
-    experiment = store.links(parent_run=rows[1]["run_id"])[0]["experiment"]
+    experiment = store.links(run_id=rows[-1]["run_id"])[0]["experiment"]
     levels = lottery_levels(store, experiment)
     assert [r["level"] for r in levels] == [0, 1, 2]
     assert [r["run_id"] for r in levels] == [r["run_id"] for r in rows]
@@ -43,7 +43,7 @@ def test_lottery_levels_are_linked_to_one_experiment_and_their_parent(lottery):
 
 def test_lottery_pools_run_is_stored_and_not_worse_on_validation(lottery):
     root, store, rows = lottery
-    experiment = store.links(parent_run=rows[1]["run_id"])[0]["experiment"]
+    experiment = store.links(run_id=rows[-1]["run_id"])[0]["experiment"]
     row = pools_for_level(store, root, lottery_levels(store, experiment), 2, **{"log": QUIET["log"]})
     assert row["method"] == "lottery-pools" and row["density"] == pytest.approx(0.64)
     assert row["final"]["val_acc"] >= row["final"]["ticket_val_acc"]
@@ -92,7 +92,11 @@ def test_lottery_rewinds_to_an_epoch_or_only_the_learning_rate_and_can_prune_con
     assert rows[1]["config"]["rewind_to"].endswith("weights_epoch_1.pt") and rows[1]["config"]["epochs"] == 1
     rows = run_lottery(store, tmp_path, base, LotteryConfig(levels=1, rewind="lr"), **QUIET)
     assert rows[1]["config"]["rewind_to"] is None and rows[1]["config"]["epochs"] == 2
+    lr_experiment = store.links(run_id=rows[-1]["run_id"])[0]["experiment"]
     rows = run_lottery(store, tmp_path, base, LotteryConfig(levels=1, conv_only=True), **QUIET)
+    conv_experiment = store.links(run_id=rows[-1]["run_id"])[0]["experiment"]
+    for experiment in (lr_experiment, conv_experiment):  # both keep the dense level 0 they share
+        assert [(r["level"], r["method"]) for r in lottery_levels(store, experiment)] == [(0, "dense"), (1, "imp")]
     assert rows[1]["config"]["include"] == ["features.0.weight", "features.2.weight", "features.4.weight"]
     convs = sum(layer["total"] for layer in rows[1]["layers"] if layer["name"].startswith("features"))
     linear = _layer_active(rows[1], "classifier")
