@@ -8,6 +8,7 @@ that flags override. Errors a user can cause print one sentence and exit with co
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -198,8 +199,88 @@ def cmd_show(argv: Sequence[str]) -> int:
     return 0
 
 
+def cmd_prune(argv: Sequence[str]) -> int:
+    from sparsetrain.experiments.pruning import PRUNE_METHODS, find_run, prune_run
+
+    parser = argparse.ArgumentParser(prog="sparsetrain prune", description="Prune a finished run's trained "
+                                     "weights, fine-tune, and store the result as a new run linked to it.")
+    parser.add_argument("run", help="run id (<hash>/seed_<n>) or a unique prefix of it")
+    parser.add_argument("--method", required=True, choices=sorted(PRUNE_METHODS),
+                        help="global/layer magnitude, LAMP, or layer-adaptive DP (Xu et al. 2023)")
+    parser.add_argument("--density", required=True, type=float, help="fraction of the weights kept, in (0, 1]")
+    parser.add_argument("--finetune-epochs", type=int, default=10, help="epochs of fine-tuning")
+    parser.add_argument("--lr", type=float, help="fine-tuning learning rate [default: the run's]")
+    parser.add_argument("--rounds", type=int, help="prune in this many rounds during fine-tuning [default: 1]")
+    parser.add_argument("--distribution", help="--method layer: layer-wise allocation [default: uniform]")
+    parser.add_argument("--out", default=DEFAULT_OUT, help="folder holding results.db and the run folders")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    overrides = {k: v for k, v in (("lr", args.lr), ("rounds", args.rounds),
+                                   ("distribution", args.distribution)) if v is not None}
+    with _open_store(args.out) as store:
+        row = prune_run(store, args.out, args.run, method=args.method, density=args.density,
+                        finetune_epochs=args.finetune_epochs, overrides=overrides,
+                        progress=not args.no_progress)
+        parent = find_run(store, args.run)
+    print("\n" + comparison_table([parent, row]))
+    return 0
+
+
+def cmd_lottery(argv: Sequence[str]) -> int:
+    from sparsetrain.config import from_dict
+    from sparsetrain.experiments.pruning import LotteryConfig, lottery_levels, pools_for_level, run_lottery
+    from sparsetrain.reporting import level_table
+
+    parser = argparse.ArgumentParser(prog="sparsetrain lottery", description="Lottery tickets: train dense, "
+                                     "then iterative magnitude pruning with rewinding; prints accuracy per level.")
+    parser.add_argument("--config", help="YAML file with a flat mapping of options")
+    parser.add_argument("--pools", type=int, help="also run Lottery Pools on the ticket of this level")
+    parser.add_argument("--out", default=DEFAULT_OUT, help="run folders and results.db go here")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    group = parser.add_argument_group("lottery options")
+    for f in dataclasses.fields(LotteryConfig):
+        choices = f.metadata.get("choices")
+        group.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=argparse.SUPPRESS, metavar="V",
+                           help=f"{f.metadata['help']}{f' ({chr(44).join(choices)})' if choices else ''} "
+                                f"[default: {f.default}]")
+    _add_run_flags(parser, "dense")
+    args = vars(parser.parse_args(argv))
+    control = {k: args.pop(k) for k in ("config", "pools", "out", "no_progress")}
+    lottery_keys = {f.name for f in dataclasses.fields(LotteryConfig)}
+    lottery = from_dict(LotteryConfig, {k: args.pop(k) for k in list(args) if k in lottery_keys},
+                        where="lottery option")
+    values = read_config_file(control["config"]) if control["config"] else {}
+    values.update(args)
+    out = Path(control["out"])
+    with ResultsStore(out / "results.db") as store:
+        rows = run_lottery(store, out, values, lottery, progress=not control["no_progress"])
+        experiment = store.links(run_id=rows[-1]["run_id"])[0]["experiment"]
+        levels = lottery_levels(store, experiment)
+        if control["pools"] is not None:
+            pools = pools_for_level(store, out, levels, control["pools"])
+            levels.append({**pools, "level": f"{control['pools']}+pools"})
+    print(f"\n{experiment}\n" + level_table(levels))
+    return 0
+
+
+def cmd_soup(argv: Sequence[str]) -> int:
+    from sparsetrain.experiments.pruning import soup_runs
+
+    parser = argparse.ArgumentParser(prog="sparsetrain soup", description="Average finished runs that share "
+                                     "one mask (e.g. fine-tunings of one pruned model) into a sparse model soup.")
+    parser.add_argument("runs", nargs="+", help="run ids or unique prefixes (at least two)")
+    parser.add_argument("--greedy", action="store_true", help="greedy soup by validation accuracy (default: uniform)")
+    parser.add_argument("--out", default=DEFAULT_OUT, help="folder holding results.db and the run folders")
+    args = parser.parse_args(argv)
+    with _open_store(args.out) as store:
+        row = soup_runs(store, args.out, args.runs, greedy=args.greedy)
+    print("\n" + comparison_table([row]))
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "quickstart": cmd_quickstart, "list": cmd_list,
-            "report": cmd_report, "show": cmd_show}
+            "report": cmd_report, "show": cmd_show, "prune": cmd_prune, "lottery": cmd_lottery,
+            "soup": cmd_soup}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -28,3 +28,8 @@ __all__ += [
     "GradualPruning", "PaI", "PaIConfig", "SNIP", "SynFlow", "allocation_counts", "apply_masks",
     "global_counts", "masks_from_scores", "select_masks",
 ]
+from sparsetrain.algorithms.after_training import (  # noqa: E402  (pruning after training, lottery levels)
+    IMP, LAMP, AfterTraining, GlobalMagnitude, LayerAdaptiveDP, LayerMagnitude, PruneConfig,
+)
+
+__all__ += ["AfterTraining", "GlobalMagnitude", "IMP", "LAMP", "LayerAdaptiveDP", "LayerMagnitude", "PruneConfig"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -61,7 +61,7 @@ class ProgressCallback(Callback):
 
 def run(spec: RunSpec, *, root: str | Path, store: ResultsStore, resume: bool = False,
         force: bool = False, progress: bool = True,
-        log: Callable[[str], None] = print) -> dict[str, Any]:
+        log: Callable[[str], None] = print, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
     """Train ``spec`` unless the same config and seed already finished; returns its store row."""
     exp = spec.experiment
     run_id = store.run_id(spec.config_hash, exp.seed)
@@ -74,7 +74,8 @@ def run(spec: RunSpec, *, root: str | Path, store: ResultsStore, resume: bool = 
     trainer = Trainer(model, data, spec.train, method=exp.method, method_config=spec.method,
                       seed=exp.seed, checkpoint_path=run_dir.last_checkpoint,
                       callbacks=[RecordCallback(store, run_dir, run_id, spec),
-                                 ProgressCallback(f"{exp.method} seed {exp.seed}", progress)])
+                                 ProgressCallback(f"{exp.method} seed {exp.seed}", progress),
+                                 *callbacks])
     # everything a user can get wrong has been checked above, before the store is touched
     if store.is_finished(run_id) and not force:
         log(f"{run_id}: already finished (use --force to run it again)")

@@ -45,7 +45,20 @@ CREATE TABLE IF NOT EXISTS epochs (
     PRIMARY KEY (run_id, epoch)
 );
 CREATE INDEX IF NOT EXISTS runs_by_hash ON runs (config_hash);
+CREATE TABLE IF NOT EXISTS links (
+    run_id TEXT NOT NULL,
+    parent_run TEXT,
+    experiment TEXT NOT NULL DEFAULT '',
+    level INTEGER,
+    PRIMARY KEY (run_id, experiment)
+);
 """
+# `links` ties a run to the run it was derived from (pruned, fine-tuned, rewound) and to a
+# multi-run experiment (a lottery-ticket sequence: one run per level; a run may belong to
+# several, e.g. one dense level 0 shared by lotteries that rewind differently; '' = none).
+# It is created by
+# CREATE TABLE IF NOT EXISTS on every open, so stores written before it existed gain it
+# on their next open without a schema-version change.
 
 _JSON_COLUMNS = ("config", "final", "layers")
 FILTER_KEYS = ("method", "model", "dataset", "config_hash", "seed", "density")
@@ -216,6 +229,31 @@ class ResultsStore:
         return [
             {"epoch": row["epoch"], **_without_epoch(json.loads(row["metrics"]))} for row in rows
         ]
+
+    def link(self, run_id: str, *, parent_run: str | None = None, experiment: str | None = None,
+             level: int | None = None) -> None:
+        """Record (or replace) where ``run_id`` came from, within ``experiment`` (None: outside
+        any): its parent run and level."""
+        with self._write() as db:
+            db.execute(
+                """INSERT INTO links (run_id, parent_run, experiment, level) VALUES (?, ?, ?, ?)
+                   ON CONFLICT (run_id, experiment) DO UPDATE SET parent_run = excluded.parent_run,
+                     level = excluded.level""",
+                (run_id, parent_run, experiment or "", None if level is None else int(level)),
+            )
+
+    def links(self, *, experiment: str | None = None, parent_run: str | None = None,
+              run_id: str | None = None) -> list[dict[str, Any]]:
+        """Link rows (run_id, parent_run, experiment, level), filtered, by experiment and level."""
+        clauses, params = [], []
+        for key, value in (("experiment", experiment), ("parent_run", parent_run), ("run_id", run_id)):
+            if value is not None:
+                clauses.append(f"{key} = ?")
+                params.append(value)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._conn.execute(
+            f"SELECT * FROM links {where} ORDER BY experiment, level, run_id", params).fetchall()
+        return [{**dict(row), "experiment": row["experiment"] or None} for row in rows]
 
     # -- lifetime -------------------------------------------------------------------------
 

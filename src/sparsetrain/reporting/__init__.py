@@ -2,6 +2,7 @@
 
 from sparsetrain.reporting.html import write_html_report
 from sparsetrain.reporting.plots import plot_comparison
+from sparsetrain.reporting.pruning import level_table
 from sparsetrain.reporting.tables import (
     comparison_rows,
     comparison_table,
@@ -13,6 +14,7 @@ __all__ = [
     "comparison_rows",
     "comparison_table",
     "format_table",
+    "level_table",
     "plot_comparison",
     "summarize_runs",
     "write_html_report",

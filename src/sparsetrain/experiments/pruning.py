@@ -1,0 +1,293 @@
+"""Runs derived from finished runs: prune + fine-tune, lottery-ticket levels, Lottery Pools.
+
+Each derived run is an ordinary run of the store (its own config hash and run folder),
+trained by `run`, and linked to the run it came from with `ResultsStore.link`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from sparsetrain import analysis
+from sparsetrain.algorithms.averaging import lottery_pools, neighbour_order
+from sparsetrain.algorithms.after_training import read_weights
+from sparsetrain.config import check_range, config_hash, option, validate_choices
+from sparsetrain.data import DatasetSplits, TensorData, batches, load
+from sparsetrain.engine import Callback, TrainConfig
+from sparsetrain.errors import UserError
+from sparsetrain.experiments.rundir import RunDir
+from sparsetrain.experiments.runner import run
+from sparsetrain.experiments.spec import ExperimentConfig, build_spec
+from sparsetrain.experiments.store import ResultsStore
+from sparsetrain.models import create as create_model
+from sparsetrain.sparse import SPARSIFIABLE_LAYERS, attach, select_weights
+
+PRUNE_METHODS = {"global": "prune-global", "layer": "prune-layer", "lamp": "prune-lamp", "dp": "prune-dp"}
+"""`sparsetrain prune --method` names -> registered methods."""
+
+SELECTION_KEYS = ("dense_first", "dense_last", "include", "exclude", "backend")
+"""Keys of a sparse parent's config that a derived run keeps (which weights are sparse)."""
+
+
+def find_run(store: ResultsStore, prefix: str, *, finished: bool = True) -> dict[str, Any]:
+    """The one run whose id starts with ``prefix`` (as `sparsetrain show` accepts)."""
+    matches = [r for r in store.runs(status=None) if r["run_id"].startswith(prefix)]
+    if len(matches) != 1:
+        found = "no run" if not matches else f"{len(matches)} runs"
+        raise UserError(f"{found} matches {prefix!r}; give more of the run id (see `sparsetrain report`)")
+    if finished and matches[0]["status"] != "finished":
+        raise UserError(f"run {matches[0]['run_id']} is {matches[0]['status']}, not finished")
+    return matches[0]
+
+
+def run_dir_of(root: str | Path, record: dict[str, Any]) -> RunDir:
+    return RunDir(root, record["config_hash"], record["seed"])
+
+
+def base_values(record: dict[str, Any]) -> dict[str, Any]:
+    """The parent's experiment and trainer keys, and which weights it sparsified."""
+    keep = {f.name for cls in (ExperimentConfig, TrainConfig) for f in dataclasses.fields(cls)}
+    keep |= set(SELECTION_KEYS)
+    return {k: v for k, v in (record.get("config") or {}).items() if k in keep}
+
+
+def prune_run(store: ResultsStore, root: str | Path, parent: str, *, method: str, density: float,
+              finetune_epochs: int, overrides: dict[str, Any] | None = None, progress: bool = True,
+              log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Prune the finished run ``parent`` (id or prefix) with ``method`` (global/layer/lamp/dp)
+    to ``density``, fine-tune it ``finetune_epochs`` epochs, and store it linked to the parent."""
+    if method not in PRUNE_METHODS:
+        raise UserError(f"--method must be one of {', '.join(PRUNE_METHODS)}; got {method!r}")
+    check_range("finetune_epochs", finetune_epochs, 1)
+    record = find_run(store, parent)
+    checkpoint = run_dir_of(root, record).last_checkpoint
+    if not checkpoint.is_file():
+        raise UserError(f"run {record['run_id']} has no checkpoint at {str(checkpoint)!r}")
+    values = {**base_values(record), **(overrides or {}), "method": PRUNE_METHODS[method],
+              "density": density, "epochs": finetune_epochs, "checkpoint": str(checkpoint.resolve())}
+    if values.get("warmup_epochs", 0) > finetune_epochs:  # a long warm-up does not fit a short fine-tune
+        values["warmup_epochs"] = 0.0
+    row = run(build_spec(values, where="prune"), root=root, store=store, progress=progress, log=log)
+    store.link(row["run_id"], parent_run=record["run_id"])
+    return row
+
+
+# --- lottery tickets ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class LotteryConfig:
+    """Iterative magnitude pruning (Frankle & Carbin 2019) with rewinding."""
+
+    levels: int = option(5, "pruning levels after the dense level 0")
+    prune_fraction: float = option(0.2, "fraction of the remaining weights pruned per level, in (0, 1)")
+    rewind: str = option("init", "where each level restarts: init (Frankle & Carbin 2019), epoch (weights of "
+                         "rewind_epoch, Frankle et al. 2020) or lr (trained weights, full schedule; Renda et al. 2020)",
+                         choices=("init", "epoch", "lr"))
+    rewind_epoch: int = option(1, "rewind=epoch: the epoch whose weights each level restarts from; "
+                               "levels then train epochs - rewind_epoch epochs")
+    conv_only: bool = option(False, "prune only convolution weights (Linear layers stay dense)")
+
+    def __post_init__(self) -> None:
+        validate_choices(self)
+        check_range("levels", self.levels, 1)
+        check_range("prune_fraction", self.prune_fraction, 0, 1, low_open=True, high_open=True)
+        check_range("rewind_epoch", self.rewind_epoch, 1)
+
+    def density(self, level: int) -> float:
+        """Density of level ``level``: (1 - prune_fraction) ** level."""
+        return (1 - self.prune_fraction) ** level
+
+
+class SaveWeightsAt(Callback):
+    """Saves the model's state_dict to ``path`` at the end of epoch ``epoch`` (the rewind point)."""
+
+    def __init__(self, epoch: int, path: Path) -> None:
+        self.epoch, self.path = epoch, path
+
+    def on_epoch_end(self, trainer: Any) -> None:
+        if trainer.epoch == self.epoch:
+            from sparsetrain.atomic import atomic_torch_save
+            atomic_torch_save({k: v.detach().cpu() for k, v in trainer.model.state_dict().items()}, self.path)
+
+
+def conv_weight_names(model: nn.Module) -> tuple[str, ...]:
+    return tuple(f"{name}.weight" for name, m in model.named_modules()
+                 if isinstance(m, SPARSIFIABLE_LAYERS) and not isinstance(m, nn.Linear))
+
+
+def run_lottery(store: ResultsStore, root: str | Path, values: dict[str, Any], lottery: LotteryConfig, *,
+                progress: bool = True, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Train level 0 dense, then ``lottery.levels`` IMP levels; each level is a run linked to
+    the previous one and to one experiment id. Returns the store rows, level 0 first."""
+    values = {k: v for k, v in values.items() if k != "method"}
+    level0 = build_spec({**values, "method": "dense"}, where="lottery")
+    experiment = "lottery/" + config_hash({**level0.resolved(), **dataclasses.asdict(lottery)})
+    epochs = level0.train.epochs
+    if lottery.rewind == "epoch" and lottery.rewind_epoch >= epochs:
+        raise UserError(f"rewind_epoch must be below epochs ({epochs}); got {lottery.rewind_epoch}")
+    dir0 = RunDir(root, level0.config_hash, level0.experiment.seed)
+    rewind_file = dir0.path / f"weights_epoch_{lottery.rewind_epoch}.pt"
+    callbacks = [SaveWeightsAt(lottery.rewind_epoch, rewind_file)] if lottery.rewind == "epoch" else []
+    force = lottery.rewind == "epoch" and not rewind_file.is_file()
+    log(f"{experiment}: level 0 (dense)")
+    rows = [run(level0, root=root, store=store, progress=progress, log=log, callbacks=callbacks, force=force)]
+    store.link(rows[0]["run_id"], experiment=experiment, level=0)
+    extra: dict[str, Any] = {}
+    if lottery.conv_only:
+        data = load(level0.experiment.dataset, seed=level0.experiment.seed, val_fraction=level0.experiment.val_fraction,
+                    data_dir=level0.experiment.data_dir, **(level0.experiment.dataset_options or {}))
+        model = create_model(level0.experiment.model, input_shape=data.input_shape,
+                             num_classes=data.num_classes, **(level0.experiment.model_options or {}))
+        extra["include"] = conv_weight_names(model)
+        if not extra["include"]:
+            raise UserError(f"conv_only: model {level0.experiment.model!r} has no convolution")
+    rewind_to = {"init": "init", "epoch": str(rewind_file.resolve()), "lr": None}[lottery.rewind]
+    level_epochs = epochs - lottery.rewind_epoch if lottery.rewind == "epoch" else epochs
+    for level in range(1, lottery.levels + 1):
+        previous = rows[-1]
+        checkpoint = run_dir_of(root, previous).last_checkpoint.resolve()
+        spec = build_spec({**values, **extra, "method": "imp", "density": lottery.density(level),
+                           "checkpoint": str(checkpoint), "rewind_to": rewind_to, "epochs": level_epochs},
+                          where="lottery")
+        log(f"{experiment}: level {level} (density {lottery.density(level):.4g})")
+        rows.append(run(spec, root=root, store=store, progress=progress, log=log))
+        store.link(rows[-1]["run_id"], parent_run=previous["run_id"], experiment=experiment, level=level)
+    return rows
+
+
+def lottery_levels(store: ResultsStore, experiment: str) -> list[dict[str, Any]]:
+    """The runs of a lottery experiment with their ``level``, in level order."""
+    out = []
+    for link in store.links(experiment=experiment):
+        run_row = store.get_run(link["run_id"])
+        if run_row is not None:
+            out.append({**run_row, "level": link["level"]})
+    return out
+
+
+# --- Lottery Pools -------------------------------------------------------------------------
+@torch.no_grad()
+def accuracy(model: nn.Module, data: TensorData, device: torch.device | str = "cpu") -> float:
+    """Top-1 accuracy of ``model`` on ``data`` (eval mode)."""
+    model.eval()
+    correct = 0
+    for x, y in batches(data, 1024, shuffle=False, device=device):
+        correct += int((model(x).argmax(1) == y).sum())
+    return correct / max(len(data), 1)
+
+
+def has_batch_norm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def pools_for_level(store: ResultsStore, root: str | Path, levels: list[dict[str, Any]], level: int, *,
+                    search_num: int = 3, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Lottery Pools on ticket ``level`` of a lottery experiment (``levels`` from `lottery_levels`):
+    interpolate with the ``search_num - 1`` nearest tickets (reference default search_num = 3),
+    store the result as a run (method ``lottery-pools``) linked to the ticket, return its row."""
+    by_level = {r["level"]: r for r in levels}
+    if level not in by_level or level == 0:
+        raise UserError(f"level must be one of {', '.join(str(k) for k in sorted(by_level) if k)}; got {level}")
+    ticket = by_level[level]
+    config = ticket["config"]
+    data, model, weights = _rebuild(ticket)
+    if len(data.val) == 0:
+        raise UserError("Lottery Pools needs a validation set; the ticket's run has val_fraction 0")
+    ordered = sorted(by_level)
+    states = {k: read_weights(run_dir_of(root, by_level[k]).last_checkpoint) for k in ordered}
+    for k in ordered:  # level 0 (dense) has no masks: take the model's (all ones)
+        own = model.state_dict()
+        states[k] = {key: states[k].get(key, own[key]) for key in own}
+    neighbours = [ordered[i] for i in neighbour_order(ordered.index(level), len(ordered), search_num - 1)]
+    train_batches = [x for x, _ in batches(data.train, 256, shuffle=False)]
+    recalibrate = (lambda m: torch.optim.swa_utils.update_bn(train_batches, m)) if has_batch_norm(model) else None
+    started = time.time()
+    result = lottery_pools(model, weights, states[level], [states[k] for k in neighbours],
+                           lambda m: accuracy(m, data.val), recalibrate)
+    final = {"val_acc": result.val_acc, "test_acc": accuracy(model, data.test), "ticket_val_acc": result.ticket_val_acc,
+             "accepted": [[neighbours[i], a] for i, a in result.accepted]}
+    layers = analysis.layer_table(model, data.input_shape)
+    final.update(analysis.totals(layers))
+    pools_config = {**config, "method": "lottery-pools", "ticket": ticket["run_id"], "search_num": search_num}
+    run_id = _store_result(store, root, pools_config, final, layers, time.time() - started, model)
+    store.link(run_id, parent_run=ticket["run_id"], experiment=None, level=level)
+    log(f"lottery pools on level {level}: val {result.ticket_val_acc:.4f} -> {result.val_acc:.4f}, "
+        f"test {final['test_acc']:.4f}, accepted {final['accepted']}")
+    return store.get_run(run_id)
+
+
+def _rebuild(record: dict[str, Any]) -> tuple[DatasetSplits, nn.Module, list]:
+    """The data, a fresh model and its sparse weights for a stored run's config."""
+    spec = build_spec(record["config"], where=f"run {record['run_id']}")
+    exp = spec.experiment
+    data = load(exp.dataset, seed=exp.seed, val_fraction=exp.val_fraction, data_dir=exp.data_dir,
+                **(exp.dataset_options or {}))
+    model = create_model(exp.model, input_shape=data.input_shape, num_classes=data.num_classes,
+                         **(exp.model_options or {}))
+    cfg = spec.method
+    if not hasattr(cfg, "backend"):  # a dense run: nothing is sparse
+        return data, model, []
+    names = select_weights(model, dense_first=cfg.dense_first, dense_last=cfg.dense_last,
+                           include=cfg.include, exclude=cfg.exclude)
+    return data, model, attach(model, names, cfg.backend)
+
+
+def _store_result(store: ResultsStore, root: str | Path, config: dict[str, Any], final: dict[str, Any],
+                  layers: list[dict[str, Any]], duration_s: float, model: nn.Module) -> str:
+    """Record a result that was computed, not trained, as a finished run with its weights
+    in the run folder (``checkpoints/last.pt``, ``{"model": state_dict}``); returns its id."""
+    from sparsetrain.atomic import atomic_torch_save
+
+    identity = config_hash(config)
+    seed = int(config.get("seed", 0))
+    run_id = store.run_id(identity, seed)
+    folder = RunDir(root, identity, seed).create()
+    folder.write_config(config)
+    atomic_torch_save({"model": {k: v.detach().cpu() for k, v in model.state_dict().items()}},
+                      folder.last_checkpoint)
+    store.start(run_id, config_hash=identity, seed=seed, config=config)
+    store.finish(run_id, final, layers, duration_s=duration_s)
+    return run_id
+
+
+# --- sparse model soups ----------------------------------------------------------------------
+def soup_runs(store: ResultsStore, root: str | Path, run_refs: list[str], *, greedy: bool = False,
+              log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Average finished runs that share one mask (e.g. fine-tunings of one pruned model) into a
+    sparse model soup (Wortsman et al. 2022): uniform, or greedy by validation accuracy. The
+    soup keeps the mask; it is stored as a run (method ``soup-uniform``/``soup-greedy``)."""
+    from sparsetrain.algorithms.averaging import greedy_soup, uniform_soup
+
+    records = [find_run(store, ref) for ref in run_refs]
+    if len(records) < 2:
+        raise UserError("a soup needs at least two runs")
+    started = time.time()
+    data, model, _ = _rebuild(records[0])
+    own = model.state_dict()
+    states = []
+    for record in records:
+        state = read_weights(run_dir_of(root, record).last_checkpoint)
+        if set(state) != set(own):
+            raise UserError(f"run {record['run_id']} has another architecture or sparsity than {records[0]['run_id']}")
+        states.append(state)
+    if greedy:
+        soup, chosen = greedy_soup(states, model, lambda m: accuracy(m, data.val))
+    else:
+        soup, chosen = uniform_soup(states), list(range(len(states)))
+        model.load_state_dict(soup)
+    final = {"val_acc": accuracy(model, data.val), "test_acc": accuracy(model, data.test),
+             "ingredients": [records[i]["run_id"] for i in chosen]}
+    layers = analysis.layer_table(model, data.input_shape)
+    final.update(analysis.totals(layers))
+    method = "soup-greedy" if greedy else "soup-uniform"
+    config = {**records[0]["config"], "method": method, "runs": sorted(r["run_id"] for r in records)}
+    run_id = _store_result(store, root, config, final, layers, time.time() - started, model)
+    store.link(run_id, parent_run=records[0]["run_id"])  # all ingredients: final["ingredients"]
+    log(f"{method} of {len(records)} runs ({len(chosen)} used): test {final['test_acc']:.4f}")
+    return store.get_run(run_id)
