@@ -24,6 +24,7 @@ from sparsetrain.experiments.spec import config_fields
 from sparsetrain.models import MODELS
 from sparsetrain.reporting import comparison_table, format_table, plot_comparison, write_html_report
 from sparsetrain.reporting import study_groups, study_table, write_study_report
+from sparsetrain.scenarios import SCENARIOS
 from sparsetrain.sparse import BACKENDS
 
 DEFAULT_OUT = "runs"
@@ -281,6 +282,8 @@ def cmd_bench(argv: Sequence[str]) -> int:
         return 1
     return 0
 
+
+REGISTRIES["scenarios"] = SCENARIOS
 
 COMMANDS = {"train": cmd_train, "quickstart": cmd_quickstart, "list": cmd_list,
             "report": cmd_report, "show": cmd_show, "bench": cmd_bench}

@@ -19,7 +19,8 @@ A grid is a YAML mapping (a file, or a preset shipped in ``experiments/presets/`
     seeds: [0, 1, 2]
     jobs: 2                     # optional default for --jobs
 
-Runs that already finished in the store (same config hash and seed) are skipped, and
+A run's config is base, then its setup, then its scenario, then its method_options (later
+ones win). Runs that already finished in the store (same config hash and seed) are skipped, and
 unfinished ones resume from their last checkpoint, so an interrupted grid continues where
 it stopped. ``jobs`` runs train in parallel as local processes, each with
 ``threads`` torch threads (default: CPU cores // jobs).
@@ -62,7 +63,7 @@ class GridRun:
         return ResultsStore.run_id(self.spec.config_hash, self.spec.experiment.seed)
 
     def describe(self) -> str:
-        density = self.values.get("density")
+        density = getattr(self.spec.method, "density", None) if "density" in self.values else None
         dens = f" density {density:g}" if density is not None else ""
         setup = f"{self.setup}, " if self.setup else ""
         return f"{setup}{self.scenario}, {self.spec.experiment.method}{dens}, seed {self.spec.experiment.seed}"
@@ -249,8 +250,9 @@ def run_grid(runs: list[GridRun], out: str | os.PathLike[str], *, jobs: int = 1,
     os.environ["OMP_NUM_THREADS"] = str(threads)  # children read it before torch starts its pool
     try:
         context = multiprocessing.get_context("spawn")
-        with futures.ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker,
-                                         initargs=(threads,)) as pool:
+        pool = futures.ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker,
+                                           initargs=(threads,))
+        try:
             pending = {pool.submit(_run_cell, cell.values, out, force): cell for cell in todo}
             for k, future in enumerate(futures.as_completed(pending), 1):
                 cell = pending[future]
@@ -258,6 +260,10 @@ def run_grid(runs: list[GridRun], out: str | os.PathLike[str], *, jobs: int = 1,
                     report(k, cell, future.result(), None)
                 except Exception as exc:
                     report(k, cell, None, exc)
+        except BaseException:  # Ctrl-C: drop the queued runs instead of waiting for them
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
     finally:
         if env_before is None:
             os.environ.pop("OMP_NUM_THREADS", None)

@@ -132,8 +132,11 @@ def plot_accuracy_vs_density(runs: Sequence[Mapping[str, Any]], path: str | os.P
                 mean, std = 100 * g["test_acc_mean"], 100 * g["test_acc_std"]
                 ax.axhline(mean, color="black", linestyle="--", linewidth=1, label="dense")
                 ax.axhspan(mean - std, mean + std, color="black", alpha=0.08)
-        if any(g["density"] is not None for g in mine):
+        densities = sorted({float(g["density"]) for g in mine if g["density"] is not None})
+        if densities:
             ax.set_xscale("log")
+            ax.minorticks_off()
+            ax.set_xticks(densities, [f"{d:g}" for d in densities])
         ax.set_title(f"{setup}, {scenario}" if setup else "no finished runs", fontsize="medium")
         ax.set_xlabel("density")
         ax.set_ylabel("test accuracy (%)")
