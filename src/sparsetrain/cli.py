@@ -260,7 +260,9 @@ def cmd_bench(argv: Sequence[str]) -> int:
         base["data_dir"] = args.data_dir
     grid["base"] = base
     runs = expand_grid(grid, where=where)
-    jobs = args.jobs if args.jobs is not None else int(grid.get("jobs", 1))
+    jobs = args.jobs if args.jobs is not None else grid.get("jobs", 1)
+    if isinstance(jobs, bool) or not isinstance(jobs, int):
+        raise UserError(f"{where}: jobs must be a whole number; got {jobs!r}")
     if args.threads is not None and args.threads < 1:
         raise UserError(f"--threads must be at least 1; got {args.threads}")
     out = Path(args.out or (f"{DEFAULT_OUT}/{args.preset}" if args.preset else DEFAULT_OUT))

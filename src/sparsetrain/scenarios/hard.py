@@ -85,7 +85,10 @@ def select(scores: np.ndarray, fraction: float, which: str) -> np.ndarray:
 def _per_sample(model: nn.Module, data: TensorData, kind: str, device: torch.device) -> np.ndarray:
     model.eval()
     out = []
-    for x, y in batches(data, 256, shuffle=False, device=device):
+    size = 256
+    if kind == "grand":  # per-sample gradients of every weight: keep a chunk near 2**28 numbers
+        size = int(min(256, max(1, 2**28 // sum(p.numel() for p in model.parameters()))))
+    for x, y in batches(data, size, shuffle=False, device=device):
         if kind == "el2n":
             with torch.no_grad():
                 out.append(el2n(F.softmax(model(x), dim=1), y))
