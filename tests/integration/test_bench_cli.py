@@ -10,7 +10,6 @@ from sparsetrain.experiments import ResultsStore
 GRID = {
     "base": {"epochs": 2, "batch_size": 128, "lr": 0.05, "update_interval": 5},
     "setups": {
-        "digits": {"dataset": "digits", "model": "mlp", "model_options": {"widths": [16]}},
         "mnist1d": {"dataset": "mnist1d", "model": "mlp", "model_options": {"widths": [16]},
                     "dataset_options": {"num_samples": 300}},
     },
@@ -34,7 +33,7 @@ def test_bench_grid_then_report(tmp_path, capsys, monkeypatch):
 
     assert main(["bench", str(grid), "--out", str(one), "--jobs", "1", "--threads", "1"]) == 0
     text = capsys.readouterr().out
-    assert "16 runs, 0 already finished, 16 to train" in text
+    assert "8 runs, 0 already finished, 8 to train" in text
     assert "Δ vs dense" in text and "label_noise=0.4" in text
     html = (one / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 2 and "label_noise=0.4" in html
@@ -42,7 +41,7 @@ def test_bench_grid_then_report(tmp_path, capsys, monkeypatch):
     # parallel processes give exactly the same runs and results
     assert main(["bench", str(grid), "--out", str(two), "--jobs", "2", "--threads", "1"]) == 0
     capsys.readouterr()
-    assert _finals(one) == _finals(two) and len(_finals(one)) == 16
+    assert _finals(one) == _finals(two) and len(_finals(one)) == 8
 
     # interrupted: one run left unfinished; only it trains again
     with sqlite3.connect(one / "results.db") as db:
@@ -50,13 +49,13 @@ def test_bench_grid_then_report(tmp_path, capsys, monkeypatch):
         db.execute("UPDATE runs SET status = 'running' WHERE run_id = ?", (victim,))
     assert main(["bench", str(grid), "--out", str(one), "--threads", "1"]) == 0
     text = capsys.readouterr().out
-    assert "16 runs, 15 already finished, 1 to train" in text
+    assert "8 runs, 7 already finished, 1 to train" in text
     assert _finals(one) == _finals(two)
 
     report = tmp_path / "report.html"
     assert main(["report", "--out", str(one), "--html", str(report)]) == 0
     text = capsys.readouterr().out
-    assert "Per setup and scenario" in text and "digits/mlp" in text and "mnist1d/mlp" in text
+    assert "Per setup and scenario" in text and "mnist1d/mlp" in text and "label_noise=0.4" in text
     assert report.read_text().count("data:image/png;base64,") == 2
 
 
