@@ -172,7 +172,9 @@ def plot_layer_densities(runs: Sequence[Mapping[str, Any]], path: str | os.PathL
             if curves:
                 length = min(len(c) for c in curves)
                 mean = [statistics.fmean(c[j] for c in curves) for j in range(length)]
-                ax.plot(range(length), mean, marker="o", markersize=4, color=f"C{i % 10}", label=method)
+                # methods with the same allocation overlap exactly: vary marker and dash to see them all
+                ax.plot(range(length), mean, marker="os^Dvx"[i % 6], markersize=7 - i % 4,
+                        linestyle=("-", "--", ":", "-.")[i % 4], color=f"C{i % 10}", label=method)
         layer_names = names.get(setup, [])
         if layer_names and len(layer_names) <= 16:
             ax.set_xticks(range(len(layer_names)), layer_names, rotation=45, ha="right", fontsize="small")
