@@ -70,6 +70,8 @@ class Scenario:
     """Turns a dataset into a harder one; `active` reads the config fields that switch it on."""
 
     name: ClassVar[str] = "scenario"
+    example: ClassVar[dict[str, Any]] = {}
+    """Config values that switch the scenario on (used by the conformance tests)."""
 
     def active(self, config: Any) -> bool:
         raise NotImplementedError

@@ -173,6 +173,7 @@ def cached_scores(data: DatasetSplits, context: ScenarioContext, kind: str, epoc
 @register_scenario("hard_subset", order=10,
                    help="train (or test) on the hardest/easiest subset_fraction by el2n, grand or forgetting scores")
 class HardSubset(Scenario):
+    example = {"subset": "hardest", "score_epochs": 1, "score_runs": 1}
     def active(self, config: Any) -> bool:
         return config.subset != "none"
 

@@ -68,6 +68,7 @@ def noise_map(dataset: str, num_classes: int) -> dict[int, int]:
 @register_scenario("label_noise", order=40,
                    help="flip a fraction label_noise of the training labels (noise_type symmetric or asymmetric)")
 class LabelNoise(Scenario):
+    example = {"label_noise": 0.3}
     def active(self, config: Any) -> bool:
         return config.label_noise > 0
 

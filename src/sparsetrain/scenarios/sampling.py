@@ -42,6 +42,7 @@ def long_tail_counts(y: np.ndarray, ratio: float, num_classes: int) -> dict[int,
 @register_scenario("imbalance", order=20,
                    help="long-tailed train set: exponential per-class profile with imbalance_ratio n_max/n_min")
 class Imbalance(Scenario):
+    example = {"imbalance_ratio": 5.0}
     def active(self, config: Any) -> bool:
         return config.imbalance_ratio > 1
 
@@ -58,6 +59,7 @@ class Imbalance(Scenario):
 @register_scenario("limited_data", order=30,
                    help="keep a fraction data_fraction of every class of the train set")
 class LimitedData(Scenario):
+    example = {"data_fraction": 0.5}
     def active(self, config: Any) -> bool:
         return config.data_fraction < 1
 
