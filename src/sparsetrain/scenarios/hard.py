@@ -26,6 +26,11 @@ import json
 import zipfile
 from typing import Any
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: parallel jobs may compute the same scores twice
+    fcntl = None
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -157,17 +162,22 @@ def cached_scores(data: DatasetSplits, context: ScenarioContext, kind: str, epoc
            "batch_size": context.batch_size, "data": _fingerprint(data), **context.identity}
     name = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
     path = context.cache_dir / f"{kind}-{name}.npz"
-    if path.exists():
-        try:
-            with np.load(path) as stored:
-                return {"train": stored["train"], "test": stored["test"]}
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
-            pass  # unreadable: compute again and overwrite
-    scores = short_run_scores(data, context, kind, epochs, runs)
-    buffer = io.BytesIO()
-    np.savez(buffer, **scores)
-    atomic_write_bytes(path, buffer.getvalue())
-    return scores
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # parallel grid jobs of one seed need the same scores: the first computes, the others wait
+    with open(path.with_suffix(".lock"), "a") as lock:
+        if fcntl is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.exists():
+            try:
+                with np.load(path) as stored:
+                    return {"train": stored["train"], "test": stored["test"]}
+            except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+                pass  # unreadable: compute again and overwrite
+        scores = short_run_scores(data, context, kind, epochs, runs)
+        buffer = io.BytesIO()
+        np.savez(buffer, **scores)
+        atomic_write_bytes(path, buffer.getvalue())
+        return scores
 
 
 @register_scenario("hard_subset", order=10,
