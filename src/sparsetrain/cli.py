@@ -1,4 +1,4 @@
-"""The `sparsetrain` command: train, quickstart, list, report, show.
+"""The `sparsetrain` command: train, quickstart, list, report, show, bench.
 
 Flags of `train` are generated from the config dataclasses (the experiment's, the
 Trainer's and the chosen method's); a YAML file given with --config supplies defaults
@@ -25,6 +25,8 @@ from sparsetrain.experiments import ExperimentConfig, ResultsStore, build_spec, 
 from sparsetrain.experiments.spec import config_fields
 from sparsetrain.models import MODELS
 from sparsetrain.reporting import comparison_table, format_table, plot_comparison, write_html_report
+from sparsetrain.reporting import study_groups, study_table, write_study_report
+from sparsetrain.scenarios import SCENARIOS
 from sparsetrain.sparse import BACKENDS
 
 DEFAULT_OUT = "runs"
@@ -172,9 +174,12 @@ def cmd_report(argv: Sequence[str]) -> int:
     if not runs:
         raise UserError("no finished runs match; see `sparsetrain report` without filters")
     print(comparison_table(runs))
+    if len(study_groups(runs)) > 1:
+        print("\nPer setup and scenario (test accuracy mean ± std over seeds; Δ = difference to dense):")
+        print(study_table(runs))
     figure = plot_comparison(runs, args.plot) if args.plot else None
     if args.html:
-        print(f"report: {write_html_report(runs, args.html, title='sparsetrain report', figure=figure)}")
+        print(f"report: {write_study_report(runs, args.html, title='sparsetrain report', figure=figure)}")
     return 0
 
 
@@ -278,9 +283,95 @@ def cmd_soup(argv: Sequence[str]) -> int:
     return 0
 
 
+def _bench_value(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise UserError(f"--set and --scenario take KEY=VALUE; got {text!r}")
+    try:
+        return key.strip().replace("-", "_"), yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise UserError(f"cannot read the value of {text!r} as YAML") from None
+
+
+def cmd_bench(argv: Sequence[str]) -> int:
+    from sparsetrain.experiments.bench import expand_grid, list_presets, read_grid, run_grid
+    from sparsetrain.reporting import study_table, write_study_report
+
+    parser = argparse.ArgumentParser(
+        prog="sparsetrain bench", description="Train a grid of methods x densities x scenarios x seeds "
+        "(from a YAML grid file, a preset, or flags) into the store in --out; finished runs are skipped, "
+        "so an interrupted grid continues where it stopped. Grid format: see sparsetrain.experiments.bench.")
+    parser.add_argument("grid", nargs="?", help="YAML grid file (keys: base, setups, methods, "
+                        "method_options, densities, scenarios, seeds, jobs)")
+    parser.add_argument("--preset", help=f"a shipped grid: {', '.join(list_presets())}")
+    parser.add_argument("--methods", help="comma-separated methods (replaces the grid's)")
+    parser.add_argument("--densities", help="comma-separated densities (replaces the grid's)")
+    parser.add_argument("--seeds", help="comma-separated seeds (replaces the grid's)")
+    parser.add_argument("--scenario", action="append", default=[], metavar="NAME=MAPPING",
+                        help="a scenario, e.g. noise40='{label_noise: 0.4}'; repeatable (replaces the grid's)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a base config key, e.g. epochs=5; repeatable")
+    parser.add_argument("--data-dir", help="folder with the dataset files (e.g. CIFAR-10 python batches)")
+    parser.add_argument("--out", help="run folders, results.db and report.html go here "
+                        f"(default: {DEFAULT_OUT}/<preset> or {DEFAULT_OUT})")
+    parser.add_argument("--jobs", type=int, help="runs trained in parallel as processes (default: the grid's, else 1)")
+    parser.add_argument("--threads", type=int, help="torch threads per job (default: CPU cores // jobs)")
+    parser.add_argument("--force", action="store_true", help="retrain runs that already finished")
+    parser.add_argument("--dry-run", action="store_true", help="list the runs and exit")
+    args = parser.parse_args(argv)
+    if (args.grid is None) == (args.preset is None) and not args.methods:
+        raise UserError("give a grid file, --preset NAME or at least --methods")
+    if args.grid and args.preset:
+        raise UserError("give either a grid file or --preset, not both")
+    grid = read_grid(args.grid, args.preset) if (args.grid or args.preset) else {}
+    where = f"preset {args.preset!r}" if args.preset else (f"grid file {args.grid!r}" if args.grid else "bench flags")
+    if args.methods:
+        grid["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if args.densities:
+        try:
+            grid["densities"] = [float(d) for d in args.densities.split(",") if d.strip()]
+        except ValueError:
+            raise UserError(f"--densities must be comma-separated numbers; got {args.densities!r}") from None
+    if args.seeds:
+        grid["seeds"] = list(_seeds(args.seeds))
+    if args.scenario:
+        grid["scenarios"] = dict(_bench_value(s) for s in args.scenario)
+    base = dict(grid.get("base") or {})
+    base.update(_bench_value(s) for s in args.set)
+    if args.data_dir:
+        base["data_dir"] = args.data_dir
+    grid["base"] = base
+    runs = expand_grid(grid, where=where)
+    jobs = args.jobs if args.jobs is not None else grid.get("jobs", 1)
+    if isinstance(jobs, bool) or not isinstance(jobs, int):
+        raise UserError(f"{where}: jobs must be a whole number; got {jobs!r}")
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads must be at least 1; got {args.threads}")
+    out = Path(args.out or (f"{DEFAULT_OUT}/{args.preset}" if args.preset else DEFAULT_OUT))
+    if args.dry_run:
+        for cell in runs:
+            print(f"{cell.run_id}  {cell.describe()}")
+        print(f"{len(runs)} runs")
+        return 0
+    result = run_grid(runs, out, jobs=jobs, threads=args.threads, force=args.force)
+    with ResultsStore(out / "results.db") as store:
+        ids = {cell.run_id for cell in runs}
+        finished = [r for r in store.runs() if r["run_id"] in ids]
+    if finished:
+        print("\n" + study_table(finished))
+        report = write_study_report(finished, out / "report.html", title=f"sparsetrain bench: {where}")
+        print(f"\nreport: {report}  (again: sparsetrain report --out {out} --html FILE)")
+    if result["failed"]:
+        print(f"sparsetrain: {len(result['failed'])} runs failed: {', '.join(result['failed'])}", file=sys.stderr)
+        return 1
+    return 0
+
+
+REGISTRIES["scenarios"] = SCENARIOS
+
 COMMANDS = {"train": cmd_train, "quickstart": cmd_quickstart, "list": cmd_list,
             "report": cmd_report, "show": cmd_show, "prune": cmd_prune, "lottery": cmd_lottery,
-            "soup": cmd_soup}
+            "soup": cmd_soup, "bench": cmd_bench}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,10 +12,12 @@ from tqdm.auto import tqdm
 from sparsetrain import analysis
 from sparsetrain.data import load
 from sparsetrain.engine import Callback, Trainer
+from sparsetrain.engine.trainer import resolve_device
 from sparsetrain.experiments.rundir import RunDir
 from sparsetrain.experiments.spec import RunSpec
 from sparsetrain.experiments.store import ResultsStore
 from sparsetrain.models import create as create_model
+from sparsetrain.scenarios.apply import ScenarioContext, apply_scenarios
 
 FINAL_KEYS = ("test_acc", "test_loss", "val_acc", "val_loss", "train_acc", "train_loss")
 
@@ -67,6 +69,7 @@ def run(spec: RunSpec, *, root: str | Path, store: ResultsStore, resume: bool = 
     run_id = store.run_id(spec.config_hash, exp.seed)
     data = load(exp.dataset, seed=exp.seed, val_fraction=exp.val_fraction, data_dir=exp.data_dir,
                 **(exp.dataset_options or {}))
+    data = apply_scenarios(data, exp, scenario_context(spec, data, root))
     torch.manual_seed(exp.seed)
     model = create_model(exp.model, input_shape=data.input_shape, num_classes=data.num_classes,
                          **(exp.model_options or {}))
@@ -95,7 +98,24 @@ def run(spec: RunSpec, *, root: str | Path, store: ResultsStore, resume: bool = 
     final = {k: history[-1][k] for k in FINAL_KEYS if k in history[-1]}
     final.update(analysis.totals(layers), itop_rate=trainer.method.itop_rate(),
                  epochs=len(history), train_time_s=time.perf_counter() - started)
+    final.update(train_samples=len(data.train), test_samples=len(data.test))
     store.finish(run_id, final, layers)
     log(analysis.describe(layers, trainer.method.itop_rate()))
     log(f"{run_id}: test accuracy {final['test_acc']:.4f}")
     return store.get_run(run_id)
+
+
+def scenario_context(spec: RunSpec, data: Any, root: str | Path) -> ScenarioContext:
+    """What the scenarios of ``spec`` need: seed, dataset, a model factory and the score cache."""
+    exp = spec.experiment
+
+    def make_model() -> torch.nn.Module:
+        return create_model(exp.model, input_shape=data.input_shape, num_classes=data.num_classes,
+                            **(exp.model_options or {}))
+
+    identity = {"dataset": exp.dataset, "model": exp.model, "model_options": exp.model_options,
+                "dataset_options": exp.dataset_options, "val_fraction": exp.val_fraction}
+    return ScenarioContext(seed=exp.seed, dataset=exp.dataset, make_model=make_model,
+                           batch_size=spec.train.batch_size, lr=spec.train.lr,
+                           device=str(resolve_device(spec.train.device)),
+                           cache_dir=Path(root) / "scores", identity=identity)

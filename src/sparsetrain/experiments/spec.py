@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sparsetrain.algorithms import METHODS, config_class
-from sparsetrain.config import check_range, config_hash, from_dict, option, to_dict
+from sparsetrain.config import check_range, config_hash, from_dict, option, to_dict, validate_choices
 from sparsetrain.data import DATASETS, path_in_identity
 from sparsetrain.engine import TrainConfig
 from sparsetrain.errors import ConfigError
@@ -32,12 +32,33 @@ class ExperimentConfig:
     data_dir: str | None = option(None, "folder with dataset files or the dataset cache")
     model_options: dict | None = option(None, "extra model options, e.g. {channels: [16, 32, 64]}")
     dataset_options: dict | None = option(None, "extra dataset options, e.g. {num_samples: 10000}")
+    # challenging-data scenarios (sparsetrain.scenarios), applied to the train split only
+    label_noise: float = option(0.0, "fraction of training labels flipped, in [0, 1)")
+    noise_type: str = option("symmetric", "label noise: symmetric (to a uniform other class) or asymmetric "
+                             "(class pairs: CIFAR-10 map, else c -> c+1 mod K)", choices=("symmetric", "asymmetric"))
+    data_fraction: float = option(1.0, "fraction of every class of the training set kept, in (0, 1]")
+    imbalance_ratio: float = option(1.0, "long-tailed train set: largest/smallest class size, exponential profile (1: off)")
+    subset: str = option("none", "keep only the hardest or easiest samples by subset_score",
+                         choices=("none", "hardest", "easiest"))
+    subset_score: str = option("el2n", "hardness score from short dense runs", choices=("el2n", "grand", "forgetting"))
+    subset_fraction: float = option(0.5, "fraction of samples kept by subset, in (0, 1]")
+    subset_split: str = option("train", "train on the subset, or evaluate on the subset of the test set",
+                               choices=("train", "test"))
+    score_epochs: int = option(5, "epochs of each short dense run that computes subset scores")
+    score_runs: int = option(3, "short dense runs (seeds) averaged for subset scores")
 
     def __post_init__(self) -> None:
         METHODS.get(self.method)
         MODELS.get(self.model)
         DATASETS.get(self.dataset)
         check_range("val_fraction", self.val_fraction, 0, 1, high_open=True)
+        validate_choices(self)
+        check_range("label_noise", self.label_noise, 0, 1, high_open=True)
+        check_range("data_fraction", self.data_fraction, 0, 1, low_open=True)
+        check_range("imbalance_ratio", self.imbalance_ratio, 1)
+        check_range("subset_fraction", self.subset_fraction, 0, 1, low_open=True)
+        check_range("score_epochs", self.score_epochs, 0)
+        check_range("score_runs", self.score_runs, 1)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,15 @@ from sparsetrain.reporting.tables import (
     summarize_runs,
 )
 
+from sparsetrain.reporting.study import (
+    plot_accuracy_vs_density,
+    plot_layer_densities,
+    study_groups,
+    study_rows,
+    study_table,
+    write_study_report,
+)
+
 __all__ = [
     "comparison_rows",
     "comparison_table",
@@ -18,4 +27,10 @@ __all__ = [
     "plot_comparison",
     "summarize_runs",
     "write_html_report",
+    "plot_accuracy_vs_density",
+    "plot_layer_densities",
+    "study_groups",
+    "study_rows",
+    "study_table",
+    "write_study_report",
 ]

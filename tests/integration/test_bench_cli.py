@@ -1,0 +1,69 @@
+"""`sparsetrain bench` then `sparsetrain report`, end to end on tiny data."""
+
+import sqlite3
+
+import yaml
+
+from sparsetrain.cli import main
+from sparsetrain.experiments import ResultsStore
+
+GRID = {
+    "base": {"epochs": 2, "batch_size": 128, "lr": 0.05, "update_interval": 5},
+    "setups": {
+        "mnist1d": {"dataset": "mnist1d", "model": "mlp", "model_options": {"widths": [16]},
+                    "dataset_options": {"num_samples": 300}},
+    },
+    "methods": ["dense", "set"],
+    "densities": [0.3],
+    "scenarios": {"clean": {}, "noisy": {"label_noise": 0.4}},
+    "seeds": [0, 1],
+}
+
+
+def _finals(out):
+    with ResultsStore(out / "results.db") as store:
+        return {r["run_id"]: (r["final"]["test_acc"], r["final"]["train_loss"]) for r in store.runs()}
+
+
+def test_bench_grid_then_report(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SPARSETRAIN_CACHE", str(tmp_path / "cache"))
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(yaml.safe_dump(GRID))
+    one, two = tmp_path / "one", tmp_path / "two"
+
+    assert main(["bench", str(grid), "--out", str(one), "--jobs", "1", "--threads", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "8 runs, 0 already finished, 8 to train" in text
+    assert "Δ vs dense" in text and "label_noise=0.4" in text
+    html = (one / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 2 and "label_noise=0.4" in html
+
+    # parallel processes give exactly the same runs and results
+    assert main(["bench", str(grid), "--out", str(two), "--jobs", "2", "--threads", "1"]) == 0
+    capsys.readouterr()
+    assert _finals(one) == _finals(two) and len(_finals(one)) == 8
+
+    # interrupted: one run left unfinished; only it trains again
+    with sqlite3.connect(one / "results.db") as db:
+        victim = db.execute("SELECT run_id FROM runs WHERE method = 'set' ORDER BY run_id LIMIT 1").fetchone()[0]
+        db.execute("UPDATE runs SET status = 'running' WHERE run_id = ?", (victim,))
+    assert main(["bench", str(grid), "--out", str(one), "--threads", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "8 runs, 7 already finished, 1 to train" in text
+    assert _finals(one) == _finals(two)
+
+    report = tmp_path / "report.html"
+    assert main(["report", "--out", str(one), "--html", str(report)]) == 0
+    text = capsys.readouterr().out
+    assert "Per setup and scenario" in text and "mnist1d/mlp" in text and "label_noise=0.4" in text
+    assert report.read_text().count("data:image/png;base64,") == 2
+
+
+def test_bench_rejects_unregistered_methods_and_bad_flags(tmp_path, capsys):
+    assert main(["bench", "--methods", "dense,nosuch", "--out", str(tmp_path)]) == 2
+    assert "method 'nosuch', which is not registered" in capsys.readouterr().err
+    assert main(["bench", "--preset", "quick", "--set", "epochs", "--out", str(tmp_path)]) == 2
+    assert "KEY=VALUE" in capsys.readouterr().err
+    assert main(["bench", "--preset", "quick", "--dry-run", "--out", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.strip().endswith("180 runs")
+    assert not (tmp_path / "results.db").exists()

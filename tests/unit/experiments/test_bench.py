@@ -1,0 +1,86 @@
+"""Grid expansion and the resumable grid runner."""
+
+import pytest
+
+from sparsetrain.algorithms import METHODS
+from sparsetrain.errors import UserError
+from sparsetrain.experiments import ResultsStore
+from sparsetrain.experiments.bench import expand_grid, list_presets, read_grid, run_grid
+
+TINY = {"dataset": "digits", "model": "mlp", "model_options": {"widths": [8]}, "epochs": 1,
+        "batch_size": 256, "lr": 0.05}
+
+
+def test_dense_runs_once_per_scenario_and_seed_and_sparse_methods_once_per_density():
+    grid = {"base": {"epochs": 1, "update_interval": 7}, "methods": ["dense", "static", "set"],
+            "densities": [0.1, 0.5], "scenarios": {"clean": {}, "noisy": {"label_noise": 0.4}},
+            "seeds": [0, 1]}
+    runs = expand_grid(grid)
+    assert len(runs) == 2 * 2 * (1 + 2 * 2)
+    assert len({r.run_id for r in runs}) == len(runs)
+    dense = [r for r in runs if r.spec.experiment.method == "dense"]
+    assert sorted((r.scenario, r.spec.experiment.seed) for r in dense) == [
+        ("clean", 0), ("clean", 1), ("noisy", 0), ("noisy", 1)]
+    sets = [r for r in runs if r.spec.experiment.method == "set"]
+    assert {r.spec.method.update_interval for r in sets} == {7}  # a method option reaches the methods that have it
+    assert {r.spec.method.density for r in sets} == {0.1, 0.5}
+    assert {r.spec.experiment.label_noise for r in runs if r.scenario == "noisy"} == {0.4}
+    assert [r.spec.experiment.seed for r in runs[:10]] == [0] * 10  # whole seeds first
+
+
+def test_grid_errors_name_the_problem():
+    with pytest.raises(UserError, match="method 'nosuch', which is not registered; registered methods: "):
+        expand_grid({"methods": ["dense", "nosuch"]}, where="preset 'x'")
+    with pytest.raises(UserError, match="unknown config key 'epoch'"):
+        expand_grid({"methods": ["dense"], "base": {"epoch": 3}})
+    with pytest.raises(UserError, match="'density' is a grid axis"):
+        expand_grid({"methods": ["set"], "base": {"density": 0.1}})
+    with pytest.raises(UserError, match="label_noise must be in"):
+        expand_grid({"methods": ["dense"], "scenarios": {"bad": {"label_noise": 2}}})
+    with pytest.raises(UserError, match="unknown preset"):
+        read_grid(preset="nosuch")
+
+
+@pytest.mark.parametrize("preset", list_presets())
+def test_every_preset_expands_with_the_methods_registered_today(preset):
+    grid = read_grid(preset=preset)
+    registered = [m for m in grid["methods"] if m in METHODS]
+    assert "dense" in registered and len(registered) >= 3
+    if any(m not in METHODS for m in grid["methods"]):
+        with pytest.raises(UserError, match="not registered"):
+            expand_grid(grid)
+    grid["methods"] = registered
+    grid["seeds"] = grid["seeds"][:1]
+    grid["setups"] = dict(list(grid.get("setups", {"": {}}).items())[:1])
+    base = grid["base"]
+    if base.get("dataset", "mnist1d") not in ("mnist1d", "digits"):
+        base["dataset"] = "digits"  # the CIFAR readers may not be here; the keys are what is checked
+    runs = expand_grid(grid, where=preset)
+    assert len(runs) == len({r.run_id for r in runs}) > 0
+
+
+def test_quick_preset_covers_clean_label_noise_and_half_data_at_three_densities():
+    runs = expand_grid(read_grid(preset="quick"))
+    assert {r.scenario for r in runs} == {"clean", "label_noise_0.4", "half_data"}
+    assert {r.spec.experiment.dataset for r in runs} == {"mnist1d", "digits"}
+    assert len({r.values.get("density") for r in runs} - {None}) == 3
+
+
+def test_an_interrupted_grid_trains_only_the_unfinished_run(tmp_path):
+    grid = {"base": TINY, "methods": ["dense", "static"], "densities": [0.5], "seeds": [0, 1]}
+    runs = expand_grid(grid)
+    logs = []
+    first = run_grid(runs, tmp_path, log=logs.append)
+    assert sorted(first["trained"]) == sorted(r.run_id for r in runs) and not first["failed"]
+    with ResultsStore(tmp_path / "results.db") as store:
+        before = {r["run_id"]: r["started_at"] for r in store.runs()}
+        store.fail(runs[1].run_id, "KeyboardInterrupt: killed")  # as if it had been interrupted
+    second = run_grid(runs, tmp_path, log=logs.append)
+    assert second["trained"] == [runs[1].run_id]
+    assert sorted(second["skipped"]) == sorted(r.run_id for r in runs if r is not runs[1])
+    with ResultsStore(tmp_path / "results.db") as store:
+        after = {r["run_id"]: r["started_at"] for r in store.runs()}
+    assert len(after) == 4 and after[runs[1].run_id] > before[runs[1].run_id]
+    assert all(after[k] == before[k] for k in after if k != runs[1].run_id)
+    assert run_grid(runs, tmp_path, log=logs.append)["trained"] == []
+    assert "4 runs, 3 already finished, 1 to train" in "\n".join(logs)
