@@ -387,7 +387,7 @@ def run_grid(runs: list[GridRun | LotteryGrid], out: str | os.PathLike[str], *, 
         pool = futures.ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker,
                                            initargs=(threads,))
         try:
-            pending = {pool.submit(*job(cell)): cell for cell in todo}
+            pending = {pool.submit(function, *args): cell for cell in todo for function, args in [job(cell)]}
             for k, future in enumerate(futures.as_completed(pending), 1):
                 cell = pending[future]
                 try:

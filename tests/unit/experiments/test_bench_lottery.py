@@ -92,3 +92,16 @@ def test_lottery_grid_errors_name_the_problem():
     with pytest.raises(UserError, match="rewind_epoch must be below epochs"):
         expand_grid({"base": TINY, "methods": ["lottery"], "densities": [0.5],
                      "method_options": {"lottery": {"rewind": "epoch", "rewind_epoch": 1}}})
+
+
+def test_with_two_jobs_a_chain_is_one_job_and_trains_the_dense_run_it_shares(tmp_path):
+    grid = {"base": TINY, "methods": ["dense", "static", "lottery"], "densities": [0.8], "seeds": [0]}
+    runs = expand_grid(grid)
+    logs = []
+    result = run_grid(runs, tmp_path, jobs=2, threads=1, log=logs.append)
+    assert "3 runs, 0 already finished, 3 to train in 2 jobs, 1 of them lottery chains" in logs[0]
+    assert len(result["trained"]) == 3 and not result["failed"]
+    with ResultsStore(tmp_path / "results.db") as store:
+        rows = store.runs()
+        assert sorted(r["method"] for r in rows) == ["dense", "imp", "static"]
+    assert sum("lottery" in line for line in logs[1:]) == 1  # one report line for the chain's job
