@@ -338,7 +338,8 @@ def run_grid(runs: list[GridRun | LotteryGrid], out: str | os.PathLike[str], *, 
                 todo.append(cell)
     chains = sum(isinstance(cell, LotteryGrid) for cell in todo)
     log(f"bench: {len(seen)} runs, {len(skipped)} already finished, {len(seen) - len(skipped)} to train "
-        + (f"in {len(todo)} jobs, {chains} of them lottery chains " if chains else "")
+        + (f"as {len(todo)} task{'s' if len(todo) > 1 else ''}, {chains} "
+           f"{'a lottery chain' if chains == 1 else 'lottery chains'} " if chains else "")
         + f"({jobs} job{'s' if jobs > 1 else ''} x {threads} thread{'s' if threads > 1 else ''})")
     result: dict[str, list[str]] = {"trained": [], "skipped": skipped, "failed": []}
     started = time.perf_counter()

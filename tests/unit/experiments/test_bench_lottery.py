@@ -99,7 +99,7 @@ def test_with_two_jobs_a_chain_is_one_job_and_trains_the_dense_run_it_shares(tmp
     runs = expand_grid(grid)
     logs = []
     result = run_grid(runs, tmp_path, jobs=2, threads=1, log=logs.append)
-    assert "3 runs, 0 already finished, 3 to train in 2 jobs, 1 of them lottery chains" in logs[0]
+    assert "3 runs, 0 already finished, 3 to train as 2 tasks, 1 a lottery chain" in logs[0]
     assert len(result["trained"]) == 3 and not result["failed"]
     with ResultsStore(tmp_path / "results.db") as store:
         rows = store.runs()
