@@ -141,13 +141,7 @@ def run_lottery(store: ResultsStore, root: str | Path, values: dict[str, Any], l
     store.link(rows[0]["run_id"], experiment=experiment, level=0)
     extra: dict[str, Any] = {}
     if lottery.conv_only:
-        data = load(level0.experiment.dataset, seed=level0.experiment.seed, val_fraction=level0.experiment.val_fraction,
-                    data_dir=level0.experiment.data_dir, **(level0.experiment.dataset_options or {}))
-        model = create_model(level0.experiment.model, input_shape=data.input_shape,
-                             num_classes=data.num_classes, **(level0.experiment.model_options or {}))
-        extra["include"] = conv_weight_names(model)
-        if not extra["include"]:
-            raise UserError(f"conv_only: model {level0.experiment.model!r} has no convolution")
+        extra["include"] = conv_names_of(level0)
     rewind_to = {"init": "init", "epoch": str(rewind_file.resolve()), "lr": None}[lottery.rewind]
     level_epochs = epochs - lottery.rewind_epoch if lottery.rewind == "epoch" else epochs
     for level in range(1, lottery.levels + 1):
