@@ -294,7 +294,7 @@ def _bench_value(text: str) -> tuple[str, Any]:
 
 
 def cmd_bench(argv: Sequence[str]) -> int:
-    from sparsetrain.experiments.bench import expand_grid, list_presets, read_grid, run_grid
+    from sparsetrain.experiments.bench import expand_grid, list_presets, plan_grid, read_grid, run_grid
     from sparsetrain.reporting import study_table, write_study_report
 
     parser = argparse.ArgumentParser(
@@ -349,13 +349,14 @@ def cmd_bench(argv: Sequence[str]) -> int:
         raise UserError(f"--threads must be at least 1; got {args.threads}")
     out = Path(args.out or (f"{DEFAULT_OUT}/{args.preset}" if args.preset else DEFAULT_OUT))
     if args.dry_run:
-        for cell in runs:
-            print(f"{cell.run_id}  {cell.describe()}")
-        print(f"{len(runs)} runs")
+        planned = plan_grid(runs, out)
+        for entry in planned:
+            print(f"{entry.run_id}  {entry.label}")
+        print(f"{len(planned)} runs")
         return 0
     result = run_grid(runs, out, jobs=jobs, threads=args.threads, force=args.force)
     with ResultsStore(out / "results.db") as store:
-        ids = {cell.run_id for cell in runs}
+        ids = {entry.run_id for entry in plan_grid(runs, out) if entry.reported}
         finished = [r for r in store.runs() if r["run_id"] in ids]
     if finished:
         print("\n" + study_table(finished))

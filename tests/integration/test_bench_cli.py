@@ -67,3 +67,20 @@ def test_bench_rejects_unregistered_methods_and_bad_flags(tmp_path, capsys):
     assert main(["bench", "--preset", "quick", "--dry-run", "--out", str(tmp_path)]) == 0
     assert capsys.readouterr().out.strip().endswith("180 runs")
     assert not (tmp_path / "results.db").exists()
+
+
+def test_bench_with_lottery_reports_only_the_grid_densities(tmp_path, capsys):
+    flags = ["--methods", "dense,lottery", "--set", "epochs=1", "--set", "dataset=mnist1d", "--set", "model=mlp",
+             "--set", "model_options={widths: [16]}", "--set", "dataset_options={num_samples: 300}",
+             "--out", str(tmp_path), "--threads", "1"]
+    assert main(["bench", *flags, "--densities", "0.2,0.05", "--dry-run"]) == 0
+    # dense (= level 0), standard levels 1..13 (0.8 ** 13 > 0.05), branches at 0.2 (from 7) and 0.05 (from 13)
+    assert capsys.readouterr().out.strip().endswith("16 runs")
+    # 0.6 lies between 0.8 ** 2 and 0.8 ** 3: levels 1 and 2 train, then a branch to exactly 0.6
+    assert main(["bench", *flags, "--densities", "0.6"]) == 0
+    text = capsys.readouterr().out
+    assert "4 runs, 0 already finished, 4 to train as 1 task, 1 a lottery chain" in text
+    table = [line.split() for line in text.splitlines() if " imp " in f" {line} "]
+    assert [row[row.index("imp") + 1] for row in table] == ["0.6"]  # the intermediate levels are not shown
+    with ResultsStore(tmp_path / "results.db") as store:
+        assert sorted(round(r["density"], 4) for r in store.runs() if r["method"] == "imp") == [0.6, 0.64, 0.8]

@@ -19,6 +19,11 @@ A grid is a YAML mapping (a file, or a preset shipped in ``experiments/presets/`
     seeds: [0, 1, 2]
     jobs: 2                     # optional default for --jobs
 
+``lottery`` is a grid method too: lottery tickets (IMP, Frankle & Carbin 2019) at every
+density, sharing levels (see `LotteryGrid`); its options (prune_fraction, rewind,
+rewind_epoch, conv_only and imp/trainer keys) go in ``method_options: {lottery: ...}``, and
+its runs appear as method ``imp`` in the store and the report.
+
 A run's config is base, then its setup, then its scenario, then its method_options (later
 ones win). Runs that already finished in the store (same config hash and seed) are skipped, and
 unfinished ones resume from their last checkpoint, so an interrupted grid continues where
@@ -43,8 +48,13 @@ import yaml
 from sparsetrain.algorithms import METHODS, config_class
 from sparsetrain.engine import TrainConfig
 from sparsetrain.errors import UserError
+from sparsetrain.config import from_dict
+from sparsetrain.experiments.pruning import LotteryChain, LotteryConfig, TicketRun, run_lottery_chain, ticket_levels
 from sparsetrain.experiments.spec import ExperimentConfig, RunSpec, allowed_keys, build_spec
 from sparsetrain.experiments.store import ResultsStore
+
+LOTTERY = "lottery"
+"""The grid method that trains lottery-ticket chains (not a registered method: its runs are ``imp``)."""
 
 GRID_KEYS = ("base", "setups", "methods", "method_options", "densities", "scenarios", "seeds", "jobs")
 
@@ -67,6 +77,58 @@ class GridRun:
         dens = f" density {density:g}" if density is not None else ""
         setup = f"{self.setup}, " if self.setup else ""
         return f"{setup}{self.scenario}, {self.spec.experiment.method}{dens}, seed {self.spec.experiment.seed}"
+
+
+@dataclass(frozen=True)
+class LotteryGrid:
+    """The lottery tickets of one setup, scenario and seed at every density of the grid: one
+    `LotteryChain`, trained as one job (its levels are sequential). Level 0 is the grid's
+    dense run when their configs match (same run id), and the chain then trains it."""
+
+    chain: LotteryChain
+    setup: str
+    scenario: str
+
+    @property
+    def run_id(self) -> str:
+        """The id of level 0 (the dense run)."""
+        level0 = self.chain.level0()
+        return ResultsStore.run_id(level0.config_hash, level0.experiment.seed)
+
+    def describe(self, ticket: TicketRun | None = None) -> str:
+        seed = self.chain.level0().experiment.seed
+        setup = f"{self.setup}, " if self.setup else ""
+        if ticket is None:
+            what = f"lottery densities {', '.join(f'{d:g}' for d in self.chain.densities)}"
+        elif ticket.level == 0:
+            what = "lottery level 0 (dense)"
+        else:
+            what = f"lottery level {ticket.level} density {ticket.density:.4g}" + (
+                "" if ticket.target is None else " (grid density)")
+        return f"{setup}{self.scenario}, {what}, seed {seed}"
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run a grid trains: its id, a label, and whether the study report shows it
+    (False for the intermediate lottery levels no grid density asked for)."""
+
+    run_id: str
+    label: str
+    reported: bool
+
+
+def plan_grid(runs: list[GridRun | LotteryGrid], out: str | os.PathLike[str]) -> list[PlannedRun]:
+    """Every distinct run of ``runs`` (lottery chains unrolled, with their ids under ``out``)."""
+    planned: dict[str, PlannedRun] = {}
+    for cell in runs:
+        if isinstance(cell, LotteryGrid):
+            for ticket in cell.chain.runs(out):
+                reported = ticket.level == 0 or ticket.target is not None
+                planned.setdefault(ticket.run_id, PlannedRun(ticket.run_id, cell.describe(ticket), reported))
+        else:
+            planned.setdefault(cell.run_id, PlannedRun(cell.run_id, cell.describe(), True))
+    return list(planned.values())
 
 
 def list_presets() -> list[str]:
@@ -133,10 +195,10 @@ def expand_grid(grid: Mapping[str, Any], where: str = "grid") -> list[GridRun]:
     if not isinstance(base, dict):
         raise UserError(f"{where}: base must be a mapping of config keys")
     methods = [str(m) for m in _list(grid, "methods", where, ["dense"])]
-    missing = [m for m in methods if m not in METHODS]
+    missing = [m for m in methods if m not in METHODS and m != LOTTERY]
     if missing:
         raise UserError(f"{where} names method {missing[0]!r}, which is not registered; "
-                        f"registered methods: {', '.join(METHODS.names())}")
+                        f"registered methods: {', '.join(METHODS.names())} (and {LOTTERY!r})")
     setups = _mapping(grid, "setups", where, {"": {}})
     scenarios = _mapping(grid, "scenarios", where, {"clean": {}})
     method_options = _mapping(grid, "method_options", where, {})
@@ -165,6 +227,11 @@ def expand_grid(grid: Mapping[str, Any], where: str = "grid") -> list[GridRun]:
                     raise UserError(f"{where}: unknown config key {unknown[0]!r}; "
                                     f"see `sparsetrain train --method METHOD --help` for the keys")
                 for method in methods:
+                    if method == LOTTERY:
+                        chain = lottery_chain(common, method_options.get(LOTTERY, {}), densities, seed,
+                                              f"{where}, lottery in scenario {scenario!r}")
+                        runs.append(LotteryGrid(chain, setup, scenario))
+                        continue
                     allowed = set(allowed_keys(method))
                     values = {k: v for k, v in common.items() if k in allowed}
                     values.update(method_options.get(method, {}))
@@ -180,6 +247,50 @@ def expand_grid(grid: Mapping[str, Any], where: str = "grid") -> list[GridRun]:
                             raise UserError(f"{where}, {method} in scenario {scenario!r}: {exc}") from None
                         runs.append(GridRun(cell, spec, setup, scenario))
     return runs
+
+
+def lottery_chain(common: dict[str, Any], options: dict[str, Any], densities: list[Any], seed: int,
+                  where: str) -> LotteryChain:
+    """The `LotteryChain` of grid method ``lottery`` for one setup/scenario/seed, validated:
+    level 0 gets the dense keys of ``common`` and ``options``, the levels the imp keys; the
+    LotteryConfig options (not ``levels``: the densities decide) come from ``options``."""
+    lottery_keys = {f.name for f in dataclasses.fields(LotteryConfig)} - {"levels"}
+    if "levels" in options:
+        raise UserError(f"{where}: lottery levels come from the densities axis; remove 'levels'")
+    if densities == [None]:
+        raise UserError(f"{where}: lottery needs a densities axis")
+    dense_keys, imp_keys = set(allowed_keys("dense")), set(allowed_keys("imp"))
+    unknown = sorted(set(options) - lottery_keys - imp_keys)
+    if unknown:
+        raise UserError(f"{where}: unknown lottery option {unknown[0]!r}; allowed: "
+                        f"{', '.join(sorted(lottery_keys))} and the keys of method imp")
+    for key in ("density", "checkpoint", "rewind_to"):
+        if key in options:
+            raise UserError(f"{where}: {key!r} is set by the lottery chain, not in method_options")
+    merged = {**common, **options}
+    try:
+        lottery = from_dict(LotteryConfig, {k: v for k, v in options.items() if k in lottery_keys},
+                            where="lottery option")
+        values = {k: v for k, v in merged.items() if k not in lottery_keys}
+        chain = LotteryChain({**{k: v for k, v in values.items() if k in dense_keys}, "seed": seed},
+                             {**{k: v for k, v in values.items() if k in imp_keys
+                                 and k not in ("density", "checkpoint", "rewind_to")}, "seed": seed},
+                             lottery, tuple(float(d) for d in densities))
+        chain.level0()
+        for d in chain.densities:
+            ticket_levels(lottery.prune_fraction, d)
+            build_spec({**chain.level_values, "method": "imp", "density": d}, where="lottery")
+    except (UserError, TypeError, ValueError) as exc:
+        raise UserError(f"{where}: {exc}") from None
+    if lottery.rewind == "epoch" and lottery.rewind_epoch >= chain.level0().train.epochs:
+        raise UserError(f"{where}: rewind_epoch must be below epochs ({chain.level0().train.epochs})")
+    return chain
+
+
+def _run_chain(chain: LotteryChain, out: str, force: bool) -> list[dict[str, Any]]:
+    """Train one lottery chain (in this process); returns its store rows."""
+    with ResultsStore(Path(out) / "results.db") as store:
+        return run_lottery_chain(store, out, chain, force=force, log=lambda message: None)
 
 
 def _run_cell(values: dict[str, Any], out: str, force: bool) -> dict[str, Any]:
@@ -198,35 +309,53 @@ def _init_worker(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def run_grid(runs: list[GridRun], out: str | os.PathLike[str], *, jobs: int = 1,
+def run_grid(runs: list[GridRun | LotteryGrid], out: str | os.PathLike[str], *, jobs: int = 1,
              threads: int | None = None, force: bool = False,
              log: Callable[[str], None] = print) -> dict[str, list[str]]:
     """Train every run of ``runs`` not yet finished in ``out/results.db``.
 
+    A lottery chain is one job (its levels run one after the other in that job); a grid
+    dense run that is a chain's level 0 is left to the chain, so no two jobs train one run.
     Returns the run ids ``trained``, ``skipped`` (already finished) and ``failed``.
     """
     if jobs < 1:
         raise UserError(f"--jobs must be at least 1; got {jobs}")
     threads = threads or max(1, (os.cpu_count() or 1) // jobs)
     out = str(out)
+    tickets = {id(cell): [t.run_id for t in cell.chain.runs(out)] for cell in runs if isinstance(cell, LotteryGrid)}
+    in_chains = {run_id for ids in tickets.values() for run_id in ids}
     with ResultsStore(Path(out) / "results.db") as store:
         todo, skipped, seen = [], [], set()
         for cell in runs:
-            if cell.run_id in seen:
+            ids = tickets.get(id(cell), [cell.run_id])
+            if isinstance(cell, GridRun) and cell.run_id in in_chains or all(i in seen for i in ids):
                 continue
-            seen.add(cell.run_id)
-            if store.is_finished(cell.run_id) and not force:
-                skipped.append(cell.run_id)
-            else:
+            fresh = [i for i in ids if i not in seen]
+            seen.update(ids)
+            done = [i for i in fresh if store.is_finished(i) and not force]
+            skipped.extend(done)
+            if len(done) < len(fresh):
                 todo.append(cell)
-    log(f"bench: {len(seen)} runs, {len(skipped)} already finished, {len(todo)} to train "
-        f"({jobs} job{'s' if jobs > 1 else ''} x {threads} thread{'s' if threads > 1 else ''})")
+    chains = sum(isinstance(cell, LotteryGrid) for cell in todo)
+    log(f"bench: {len(seen)} runs, {len(skipped)} already finished, {len(seen) - len(skipped)} to train "
+        + (f"as {len(todo)} task{'s' if len(todo) > 1 else ''}, {chains} "
+           f"{'a lottery chain' if chains == 1 else 'lottery chains'} " if chains else "")
+        + f"({jobs} job{'s' if jobs > 1 else ''} x {threads} thread{'s' if threads > 1 else ''})")
     result: dict[str, list[str]] = {"trained": [], "skipped": skipped, "failed": []}
     started = time.perf_counter()
 
-    def report(k: int, cell: GridRun, row: dict[str, Any] | None, error: BaseException | None) -> None:
+    def report(k: int, cell: GridRun | LotteryGrid, row: Any, error: BaseException | None) -> None:
         elapsed = time.perf_counter() - started
-        if error is None:
+        if isinstance(cell, LotteryGrid):
+            ids = [i for i in tickets[id(cell)] if i not in skipped]
+            with ResultsStore(Path(out) / "results.db") as store:
+                finished = [i for i in ids if store.is_finished(i)]
+            result["trained"].extend(i for i in finished if i not in result["trained"])
+            result["failed"].extend(i for i in ids if i not in finished)
+            what = (f"{len(finished)} runs trained" if error is None else
+                    f"FAILED after {len(finished)} runs: {type(error).__name__}: {error}")
+            log(f"[{k}/{len(todo)} {elapsed:6.0f}s] {cell.describe()}: {what}")
+        elif error is None:
             result["trained"].append(cell.run_id)
             acc = (row or {}).get("final", {}).get("test_acc")
             log(f"[{k}/{len(todo)} {elapsed:6.0f}s] {cell.describe()}: test acc {acc:.4f}")
@@ -234,12 +363,18 @@ def run_grid(runs: list[GridRun], out: str | os.PathLike[str], *, jobs: int = 1,
             result["failed"].append(cell.run_id)
             log(f"[{k}/{len(todo)} {elapsed:6.0f}s] {cell.describe()}: FAILED {type(error).__name__}: {error}")
 
+    def job(cell: GridRun | LotteryGrid) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+        if isinstance(cell, LotteryGrid):
+            return _run_chain, (cell.chain, out, force)
+        return _run_cell, (cell.values, out, force)
+
     if jobs == 1:
         previous = _torch_threads(threads)
         try:
             for k, cell in enumerate(todo, 1):
                 try:
-                    report(k, cell, _run_cell(cell.values, out, force), None)
+                    function, args = job(cell)
+                    report(k, cell, function(*args), None)
                 except Exception as exc:  # one broken run must not stop the grid
                     report(k, cell, None, exc)
         finally:
@@ -253,7 +388,7 @@ def run_grid(runs: list[GridRun], out: str | os.PathLike[str], *, jobs: int = 1,
         pool = futures.ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker,
                                            initargs=(threads,))
         try:
-            pending = {pool.submit(_run_cell, cell.values, out, force): cell for cell in todo}
+            pending = {pool.submit(function, *args): cell for cell in todo for function, args in [job(cell)]}
             for k, future in enumerate(futures.as_completed(pending), 1):
                 cell = pending[future]
                 try:

@@ -7,6 +7,7 @@ trained by `run`, and linked to the run it came from with `ResultsStore.link`.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from sparsetrain.engine import Callback, TrainConfig
 from sparsetrain.errors import UserError
 from sparsetrain.experiments.rundir import RunDir
 from sparsetrain.experiments.runner import run
-from sparsetrain.experiments.spec import ExperimentConfig, build_spec
+from sparsetrain.experiments.spec import NOT_IDENTITY, ExperimentConfig, build_spec, data_identity
 from sparsetrain.experiments.store import ResultsStore
 from sparsetrain.models import create as create_model
 from sparsetrain.sparse import SPARSIFIABLE_LAYERS, attach, select_weights
@@ -140,13 +141,7 @@ def run_lottery(store: ResultsStore, root: str | Path, values: dict[str, Any], l
     store.link(rows[0]["run_id"], experiment=experiment, level=0)
     extra: dict[str, Any] = {}
     if lottery.conv_only:
-        data = load(level0.experiment.dataset, seed=level0.experiment.seed, val_fraction=level0.experiment.val_fraction,
-                    data_dir=level0.experiment.data_dir, **(level0.experiment.dataset_options or {}))
-        model = create_model(level0.experiment.model, input_shape=data.input_shape,
-                             num_classes=data.num_classes, **(level0.experiment.model_options or {}))
-        extra["include"] = conv_weight_names(model)
-        if not extra["include"]:
-            raise UserError(f"conv_only: model {level0.experiment.model!r} has no convolution")
+        extra["include"] = conv_names_of(level0)
     rewind_to = {"init": "init", "epoch": str(rewind_file.resolve()), "lr": None}[lottery.rewind]
     level_epochs = epochs - lottery.rewind_epoch if lottery.rewind == "epoch" else epochs
     for level in range(1, lottery.levels + 1):
@@ -158,6 +153,152 @@ def run_lottery(store: ResultsStore, root: str | Path, values: dict[str, Any], l
         log(f"{experiment}: level {level} (density {lottery.density(level):.4g})")
         rows.append(run(spec, root=root, store=store, progress=progress, log=log))
         store.link(rows[-1]["run_id"], parent_run=previous["run_id"], experiment=experiment, level=level)
+    return rows
+
+
+# --- lottery tickets in a grid (`sparsetrain bench`, method "lottery") --------------------
+EXACT = 1e-9
+"""Relative tolerance under which a requested density is the standard level (1 - f) ** k."""
+
+
+def ticket_levels(prune_fraction: float, density: float) -> tuple[int, bool]:
+    """``(k, exact)``: the level that reaches ``density`` with IMP at ``prune_fraction`` per level,
+    k = ceil(log density / log(1 - prune_fraction)). ``exact`` when (1 - f) ** k is ``density``
+    (it is then the standard level k); otherwise level k is a branch pruned from the standard
+    level k - 1 straight to ``density`` (its fraction 1 - density / (1 - f) ** (k - 1) < f)."""
+    check_range("density", density, 0, 1, low_open=True, high_open=True)
+    ratio = math.log(density) / math.log(1 - prune_fraction)
+    k = max(1, math.ceil(ratio - EXACT))
+    return k, math.isclose((1 - prune_fraction) ** k, density, rel_tol=EXACT)
+
+
+@dataclass(frozen=True)
+class TicketRun:
+    """One run of a lottery chain: its level, density, the grid density it stands for
+    (None: an intermediate level), config values (file paths included) and identity."""
+
+    level: int
+    density: float
+    target: float | None
+    values: dict[str, Any]
+    config_hash: str
+    seed: int
+    parent: int | None  # index of the parent run in the chain's list
+
+    @property
+    def run_id(self) -> str:
+        return ResultsStore.run_id(self.config_hash, self.seed)
+
+
+@dataclass(frozen=True)
+class LotteryChain:
+    """Lottery tickets at several densities of one setup, scenario and seed, sharing levels.
+
+    Level 0 trains ``dense_values`` dense; standard level k prunes level k - 1 by
+    ``lottery.prune_fraction`` to (1 - f) ** k (the runs `run_lottery` trains). A density d
+    that is no standard level is a branch: pruned from the standard level k - 1 with
+    k = ceil(log d / log(1 - f)) straight to d, then rewound and trained like any level.
+    Standard levels are shared by every density (0.2's are a prefix of 0.05's).
+    """
+
+    dense_values: dict[str, Any]
+    level_values: dict[str, Any]
+    lottery: LotteryConfig
+    densities: tuple[float, ...]
+
+    def level0(self) -> Any:
+        return build_spec({**self.dense_values, "method": "dense"}, where="lottery")
+
+    @property
+    def experiment(self) -> str:
+        """The experiment id linking the chain's standard levels (independent of the densities)."""
+        options = {k: v for k, v in dataclasses.asdict(self.lottery).items() if k != "levels"}
+        return "lottery/" + config_hash({**self.level0().resolved(), **self.level_values, **options})
+
+    def runs(self, root: str | Path) -> list[TicketRun]:
+        """Every run of the chain in training order (level 0, standard levels, branches),
+        with the identities they will have under ``root`` (computed before any file exists)."""
+        lottery, level0 = self.lottery, self.level0()
+        seed, epochs = level0.experiment.seed, level0.train.epochs
+        if lottery.rewind == "epoch" and lottery.rewind_epoch >= epochs:
+            raise UserError(f"rewind_epoch must be below epochs ({epochs}); got {lottery.rewind_epoch}")
+        plan = {d: ticket_levels(lottery.prune_fraction, d) for d in self.densities}
+        top = max([k if exact else k - 1 for k, exact in plan.values()], default=0)
+        exact = {k: d for d, (k, is_exact) in plan.items() if is_exact}
+        runs = [TicketRun(0, 1.0, None, dict(self.dense_values, method="dense"), level0.config_hash, seed, None)]
+        rewind_file = RunDir(root, level0.config_hash, seed).path / f"weights_epoch_{lottery.rewind_epoch}.pt"
+        rewind_to = {"init": "init", "epoch": str(rewind_file.resolve()), "lr": None}[lottery.rewind]
+        base = {**self.level_values, **self.include(level0), "method": "imp",
+                "epochs": epochs - lottery.rewind_epoch if lottery.rewind == "epoch" else epochs}
+
+        def child(parent: int, level: int, density: float, target: float | None) -> TicketRun:
+            checkpoint = str(RunDir(root, runs[parent].config_hash, seed).last_checkpoint.resolve())
+            values = {**base, "density": density, "checkpoint": checkpoint, "rewind_to": rewind_to}
+            return TicketRun(level, density, target, values, planned_hash(values, "checkpoint", "rewind_to"),
+                             seed, parent)
+
+        for level in range(1, top + 1):
+            runs.append(child(level - 1, level, lottery.density(level), exact.get(level)))
+        for d, (k, is_exact) in plan.items():
+            if not is_exact:
+                runs.append(child(k - 1, k, d, d))
+        return runs
+
+    def include(self, level0: Any) -> dict[str, Any]:
+        """``{"include": conv weights}`` for conv_only (needs the model), else nothing."""
+        if not self.lottery.conv_only:
+            return {}
+        return {"include": conv_names_of(level0)}
+
+
+def conv_names_of(level0: Any) -> tuple[str, ...]:
+    """The convolution weights of ``level0``'s model (a UserError when it has none)."""
+    exp = level0.experiment
+    data = load(exp.dataset, seed=exp.seed, val_fraction=exp.val_fraction, data_dir=exp.data_dir,
+                **(exp.dataset_options or {}))
+    model = create_model(exp.model, input_shape=data.input_shape, num_classes=data.num_classes,
+                         **(exp.model_options or {}))
+    names = conv_weight_names(model)
+    if not names:
+        raise UserError(f"conv_only: model {exp.model!r} has no convolution")
+    return names
+
+
+def planned_hash(values: dict[str, Any], *files: str) -> str:
+    """The config hash ``values`` will have, before the files its keys ``files`` name exist
+    (the spec is validated with those keys unset, then hashed as `RunSpec.config_hash` does)."""
+    spec = build_spec({**values, **{k: None for k in files}}, where="lottery")
+    resolved = {**spec.resolved(), **{k: values[k] for k in files}}
+    identity = {k: v for k, v in resolved.items() if k not in NOT_IDENTITY}
+    identity.update(data_identity(spec.experiment))
+    return config_hash(identity)
+
+
+def run_lottery_chain(store: ResultsStore, root: str | Path, chain: LotteryChain, *, force: bool = False,
+                      progress: bool = False, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Train the runs of ``chain`` not yet finished (all with ``force``), in order; standard
+    levels are linked to ``chain.experiment`` and their parent, a branch to its parent only.
+    Returns the store rows in the order of `LotteryChain.runs`."""
+    planned = chain.runs(root)
+    experiment, lottery = chain.experiment, chain.lottery
+    rewind_file = RunDir(root, planned[0].config_hash, planned[0].seed).path / f"weights_epoch_{lottery.rewind_epoch}.pt"
+    rows: list[dict[str, Any]] = []
+    for ticket in planned:
+        again = force or (ticket.level == 0 and lottery.rewind == "epoch" and not rewind_file.is_file())
+        if store.is_finished(ticket.run_id) and not again:
+            rows.append(store.get_run(ticket.run_id))
+        else:
+            spec = build_spec(ticket.values, where="lottery")
+            if spec.config_hash != ticket.config_hash:  # the planned identity must be the trained one
+                raise RuntimeError(f"lottery level {ticket.level}: planned {ticket.config_hash}, got {spec.config_hash}")
+            callbacks = [SaveWeightsAt(lottery.rewind_epoch, rewind_file)] if ticket.level == 0 and \
+                lottery.rewind == "epoch" else []
+            log(f"{experiment}: level {ticket.level} (density {ticket.density:.4g})")
+            rows.append(run(spec, root=root, store=store, progress=progress, log=log, callbacks=callbacks,
+                            force=again))
+        parent = None if ticket.parent is None else planned[ticket.parent].run_id
+        branch = ticket.level > 0 and not math.isclose(ticket.density, lottery.density(ticket.level), rel_tol=EXACT)
+        store.link(ticket.run_id, parent_run=parent, experiment=None if branch else experiment, level=ticket.level)
     return rows
 
 

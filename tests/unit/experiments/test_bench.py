@@ -5,7 +5,8 @@ import pytest
 from sparsetrain.algorithms import METHODS
 from sparsetrain.errors import UserError
 from sparsetrain.experiments import ResultsStore
-from sparsetrain.experiments.bench import expand_grid, list_presets, read_grid, run_grid
+from sparsetrain.experiments.bench import LOTTERY, expand_grid, list_presets, plan_grid, read_grid, run_grid
+from sparsetrain.experiments.pruning import LotteryConfig, ticket_levels
 
 TINY = {"dataset": "digits", "model": "mlp", "model_options": {"widths": [8]}, "epochs": 1,
         "batch_size": 256, "lr": 0.05}
@@ -42,21 +43,27 @@ def test_grid_errors_name_the_problem():
 
 
 @pytest.mark.parametrize("preset", list_presets())
-def test_every_preset_expands_with_the_methods_registered_today(preset):
+def test_every_preset_expands_with_the_methods_registered_today(preset, tmp_path):
     grid = read_grid(preset=preset)
-    registered = [m for m in grid["methods"] if m in METHODS]
-    assert "dense" in registered and len(registered) >= 3
-    if any(m not in METHODS for m in grid["methods"]):
-        with pytest.raises(UserError, match="not registered"):
-            expand_grid(grid)
-    grid["methods"] = registered
+    assert all(m in METHODS or m == LOTTERY for m in grid["methods"])  # every method runs, lottery included
+    assert "dense" in grid["methods"] and len(grid["methods"]) >= 3
     grid["seeds"] = grid["seeds"][:1]
     grid["setups"] = dict(list(grid.get("setups", {"": {}}).items())[:1])
     base = grid["base"]
     if base.get("dataset", "mnist1d") not in ("mnist1d", "digits"):
         base["dataset"] = "digits"  # the CIFAR readers may not be here; the keys are what is checked
     runs = expand_grid(grid, where=preset)
-    assert len(runs) == len({r.run_id for r in runs}) > 0
+    planned = plan_grid(runs, tmp_path)
+    assert len(planned) == len({p.run_id for p in planned}) > 0
+    cells = len(grid.get("scenarios") or {"clean": {}})
+    sparse = [m for m in grid["methods"] if m not in ("dense", LOTTERY)]
+    expected = cells * (1 + len(sparse) * len(grid["densities"]))
+    if LOTTERY in grid["methods"]:  # per scenario: the standard levels down to the lowest density + branches
+        fraction = LotteryConfig().prune_fraction
+        levels = [ticket_levels(fraction, d) for d in grid["densities"]]
+        expected += cells * (max(k if exact else k - 1 for k, exact in levels)
+                             + sum(not exact for _, exact in levels))
+    assert len(planned) == expected
 
 
 def test_quick_preset_covers_clean_label_noise_and_half_data_at_three_densities():
