@@ -422,6 +422,15 @@ class SparseBackendWeight(SparseWeight):
     def rewire(self, kept: torch.Tensor, grown: torch.Tensor, optimizer: torch.optim.Optimizer | None) -> None:
         self.module.restructure(kept | grown, kept, optimizer)
 
+    def densify(self, twin: nn.Module) -> None:
+        if isinstance(twin.get_submodule(self.name[: -len(".weight")]), SparseLayer):
+            to_masked(twin)  # every sparse layer of the copy at once
+
+    @torch.no_grad()
+    def load_dense(self, tensor: torch.Tensor) -> None:
+        values = self.module.values
+        values.copy_(tensor.to(device=values.device, dtype=values.dtype).reshape(-1)[self.module.flat_index()])
+
     def want_dense_grad(self, flag: bool) -> None:
         self.module.capture = flag
         if not flag:

@@ -8,6 +8,7 @@ sparse backend can implement the same methods over its own storage.
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 
 import torch
@@ -67,6 +68,18 @@ class SparseWeight(ABC):
         """Whether the next backward must make `dense_grad` available (RigL/MEST update steps).
         A masked weight always has it; a sparse backend records what it needs only when asked."""
 
+    def densify(self, twin: nn.Module) -> None:
+        """Make this weight an ordinary dense ``nn.Parameter`` named ``self.name`` in ``twin``,
+        a deep copy of its model, holding `values`. A masked weight already is one; a backend
+        that replaces layers swaps the copy's layer for a dense one (see `dense_twin`)."""
+
+    @torch.no_grad()
+    def load_dense(self, tensor: torch.Tensor) -> None:
+        """Set the active weights to the entries of the dense ``tensor`` (the weight's shape) at
+        their positions; inactive weights stay 0. Backends with their own storage override it."""
+        param = self.parameter
+        param.copy_(tensor.to(device=param.device, dtype=param.dtype) * self.mask)
+
     @property
     def shape(self) -> torch.Size:
         return self.mask.shape
@@ -78,6 +91,32 @@ class SparseWeight(ABC):
     @property
     def active(self) -> int:
         return int(self.mask.sum())
+
+
+def dense_twin(model: nn.Module, weights: list[SparseWeight]) -> nn.Module:
+    """A deep copy of ``model`` in which every weight of ``weights`` is an ordinary dense
+    parameter under its name, equal to its `values` (zeros where inactive).
+
+    For criteria that run their own forward and backward passes (SNIP, GraSP's Hessian-vector
+    product, SynFlow's |θ| network, prune-dp's distortion table): on the copy they see the
+    same function as the masked network, on any backend. The copy holds one dense weight
+    per layer for as long as it lives.
+    """
+    twin = copy.deepcopy(model)
+    for w in weights:
+        w.densify(twin)
+    return twin
+
+
+def dense_model(model: nn.Module, weights: list[SparseWeight]) -> nn.Module:
+    """``model`` itself when every weight of ``weights`` is a dense parameter of it (masked
+    backend), else its `dense_twin` (e.g. the sparse backend's CSR layers)."""
+    for w in weights:
+        try:
+            model.get_parameter(w.name)
+        except AttributeError:
+            return dense_twin(model, weights)
+    return model
 
 
 BACKENDS: Registry = Registry("backend")
