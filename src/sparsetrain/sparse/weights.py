@@ -102,7 +102,12 @@ def dense_twin(model: nn.Module, weights: list[SparseWeight]) -> nn.Module:
     same function as the masked network, on any backend. The copy holds one dense weight
     per layer for as long as it lives.
     """
-    twin = copy.deepcopy(model)
+    # tensors a layer keeps from its last backward (a sparse layer's captured activations) may
+    # be graph nodes, which deepcopy refuses: the copy gets them detached, uncopied
+    memo = {id(t): t.detach() for module in model.modules() for value in vars(module).values()
+            for t in (value if isinstance(value, (tuple, list)) else (value,))
+            if isinstance(t, torch.Tensor) and not t.is_leaf}
+    twin = copy.deepcopy(model, memo)
     for w in weights:
         w.densify(twin)
     return twin
