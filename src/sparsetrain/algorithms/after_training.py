@@ -33,7 +33,7 @@ from sparsetrain.algorithms.pruning import apply_masks, distribution_options, ma
 from sparsetrain.algorithms.registry import register_method
 from sparsetrain.config import check_range, option
 from sparsetrain.errors import UserError
-from sparsetrain.sparse import SparseWeight, dense_model
+from sparsetrain.sparse import SparseWeight, dense_model, dense_state
 
 REWIND_INIT = "init"
 
@@ -94,7 +94,8 @@ def _storage_keys(model: nn.Module, weight: SparseWeight) -> set[str]:
 @torch.no_grad()
 def load_weights(model: nn.Module, state: dict[str, torch.Tensor], *, floats_only: bool = False,
                  weights: Sequence[SparseWeight] = ()) -> None:
-    """Copy the dense-format ``state`` (a plain or masked model's state_dict) into ``model``.
+    """Copy ``state`` (a plain, masked or sparse-backend model's state_dict, see `dense_state`)
+    into ``model``.
 
     Entries the model lacks are ignored, and the model's boolean buffers (masks) may be
     absent from ``state`` (a dense parent has none); a mask ``<param>_mask`` the model lacks
@@ -105,6 +106,8 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], *, floats_onl
     """
     own = model.state_dict()
     through = {w.name: w for w in weights if w.name not in own}
+    shapes = {**{n: p.shape for n, p in model.named_parameters()}, **{n: w.shape for n, w in through.items()}}
+    state = dense_state(state, shapes)  # a sparse-backend checkpoint in the masked format
     stored = set().union(*(_storage_keys(model, w) for w in through.values()))
     missing = [k for k, v in own.items() if k not in state and v.dtype != torch.bool and k not in stored]
     missing += [n for n in through if n not in state]

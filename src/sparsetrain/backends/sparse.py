@@ -431,6 +431,25 @@ class SparseBackendWeight(SparseWeight):
         values = self.module.values
         values.copy_(tensor.to(device=values.device, dtype=values.dtype).reshape(-1)[self.module.flat_index()])
 
+    @staticmethod
+    def dense_state(state: dict[str, torch.Tensor], shapes: dict[str, torch.Size]) -> dict[str, torch.Tensor]:
+        """Each saved sparse layer (``<m>.values/indices/indptr``) with ``<m>.weight`` in ``shapes``
+        as the dense ``<m>.weight`` and ``<m>.weight_mask`` of a masked layer."""
+        out = dict(state)
+        for key in [k for k in state if k.endswith("indptr")]:
+            prefix = key[: -len("indptr")]
+            shape = shapes.get(prefix + "weight")
+            if shape is None or prefix + "values" not in state or prefix + "indices" not in state:
+                continue
+            indptr, indices, values = (out.pop(prefix + k) for k in ("indptr", "indices", "values"))
+            rows, cols = shape[0], math.prod(shape[1:])
+            counts = (indptr[1:] - indptr[:-1]).long()
+            flat = torch.repeat_interleave(torch.arange(rows, device=indptr.device), counts) * cols + indices.long()
+            dense, mask = values.new_zeros(rows * cols), torch.zeros(rows * cols, dtype=torch.bool)
+            dense[flat], mask[flat] = values, True
+            out[prefix + "weight"], out[prefix + "weight_mask"] = dense.view(shape), mask.view(shape)
+        return out
+
     def want_dense_grad(self, flag: bool) -> None:
         self.module.capture = flag
         if not flag:

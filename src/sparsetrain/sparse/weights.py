@@ -125,7 +125,21 @@ def dense_model(model: nn.Module, weights: list[SparseWeight]) -> nn.Module:
 
 
 BACKENDS: Registry = Registry("backend")
-"""Backend name -> ``factory(model, parameter_name) -> SparseWeight``."""
+"""Backend name -> ``factory(model, parameter_name) -> SparseWeight``. A factory whose
+backend saves layers in its own state-dict format also has ``dense_state(state, shapes)``
+(see `dense_state`)."""
+
+
+def dense_state(state: dict[str, torch.Tensor], shapes: dict[str, torch.Size]) -> dict[str, torch.Tensor]:
+    """``state`` (a model state_dict) in the dense format of a plain or masked model: every layer
+    a backend saved in its own format (the sparse backend's ``values``/``indices``/``indptr``)
+    whose weight name is in ``shapes`` (weight name -> dense shape) becomes ``<weight>`` plus
+    its boolean ``<weight>_mask``. Other entries pass through unchanged."""
+    for name in BACKENDS.names():
+        convert = getattr(BACKENDS.get(name), "dense_state", None)
+        if convert is not None:
+            state = convert(state, shapes)
+    return state
 
 
 def attach(model: nn.Module, names: list[str], backend: str = "masked",

@@ -148,3 +148,20 @@ def test_every_criterion_scores_sparse_weights_as_masked_ones_mid_training(crite
         m = scores["masked"][name]
         assert torch.equal(torch.isinf(s), ~masks[name]) and torch.equal(torch.isinf(m), ~masks[name])
         assert torch.allclose(s[masks[name]], m[masks[name]], rtol=1e-5, atol=1e-7)
+
+
+def test_sparse_checkpoint_loads_like_the_masked_one(tmp_path):
+    """A sparse-backend run's checkpoint (CSR entries) prunes to the same masks as the masked
+    run's checkpoint of the same training, on both backends."""
+    options = dict(density=0.5, update_interval=2, end_fraction=0.8)
+    for backend in ("masked", "sparse"):
+        trained, _ = _run("gmp", backend, steps=8, **options)
+        torch.save({"model": trained.model.state_dict()}, tmp_path / f"{backend}.pt")
+    sparse_keys = torch.load(tmp_path / "sparse.pt", weights_only=True)["model"]
+    assert "3.indptr" in sparse_keys and "3.weight" not in sparse_keys
+    runs = {(b, c): _run("prune-global", b, density=0.25, checkpoint=str(tmp_path / f"{c}.pt"))
+            for b in ("masked", "sparse") for c in ("masked", "sparse")}
+    _assert_same(runs["masked", "masked"], runs["sparse", "sparse"])
+    _assert_same(runs["masked", "sparse"], runs["sparse", "masked"])
+    for a, b in zip(runs["masked", "masked"][0].weights, runs["masked", "sparse"][0].weights):
+        assert torch.equal(a.mask, b.mask) and torch.allclose(a.values, b.values, atol=1e-6)
