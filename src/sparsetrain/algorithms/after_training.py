@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from itertools import islice
-from typing import Any, ClassVar, Iterable, Sequence
+from typing import Any, ClassVar, Collection, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -93,14 +93,14 @@ def _storage_keys(model: nn.Module, weight: SparseWeight) -> set[str]:
 
 @torch.no_grad()
 def load_weights(model: nn.Module, state: dict[str, torch.Tensor], *, floats_only: bool = False,
-                 weights: Sequence[SparseWeight] = ()) -> None:
+                 weights: Sequence[SparseWeight] = (), masks_of: Collection[str] = ()) -> None:
     """Copy ``state`` (a plain, masked or sparse-backend model's state_dict, see `dense_state`)
     into ``model``.
 
     Entries the model lacks are ignored, and the model's boolean buffers (masks) may be
-    absent from ``state`` (a dense parent has none); a mask ``<param>_mask`` the model lacks
-    is registered as a buffer beside its parameter (so a backend attached next starts from
-    it). ``floats_only`` copies only floating-point entries (weights, not masks). A weight of
+    absent from ``state`` (a dense parent has none); the mask ``<param>_mask`` of a parameter
+    named in ``masks_of`` that the model lacks is registered as a buffer beside it (so a
+    backend attached next starts from it). ``floats_only`` copies only floating-point entries (weights, not masks). A weight of
     ``weights`` the model does not hold as a dense parameter (sparse backend) is written
     through `SparseWeight.load_dense` at its active positions.
     """
@@ -120,7 +120,7 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], *, floats_onl
                                 f"{tuple(value.shape)}, the model {tuple(through[key].shape)}")
             through[key].load_dense(value)
             continue
-        if key not in own and not floats_only and value.dtype == torch.bool and key.endswith(MASK_SUFFIX):
+        if key not in own and not floats_only and key.endswith(MASK_SUFFIX) and key[: -len(MASK_SUFFIX)] in masks_of:
             _register_mask(model, key, value)
             continue
         if key not in own or (floats_only and not own[key].is_floating_point()):
@@ -145,7 +145,7 @@ def _register_mask(model: nn.Module, key: str, mask: torch.Tensor) -> None:
     if tensor.shape != mask.shape:
         raise UserError(f"the weights do not fit this model: {key!r} has shape "
                         f"{tuple(mask.shape)}, the model {tuple(tensor.shape)}")
-    module.register_buffer(buffer, mask.to(device=tensor.device).clone())
+    module.register_buffer(buffer, mask.to(device=tensor.device, dtype=torch.bool).clone())
 
 
 class AfterTraining(Sparsifier):
@@ -155,12 +155,12 @@ class AfterTraining(Sparsifier):
     ranking: ClassVar[str] = "global"  # "global": one ranking over all layers; "layer": per layer
     criterion: ClassVar[str] = "magnitude"  # a name in `sparsetrain.criteria.CRITERIA`
 
-    def before_attach(self) -> None:
+    def before_attach(self, names: list[str]) -> None:
         """Load ``checkpoint`` into the still dense model (with its masks, if it has any: the
         backend attached next starts from them), remembering the weights before for rewinding."""
         self.start = {k: v.clone() for k, v in self.model.state_dict().items() if v.is_floating_point()}
         if self.config.checkpoint is not None:
-            load_weights(self.model, read_weights(self.config.checkpoint))
+            load_weights(self.model, read_weights(self.config.checkpoint), masks_of=names)
 
     def init_masks(self) -> None:
         cfg = self.config

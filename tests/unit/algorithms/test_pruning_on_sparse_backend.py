@@ -165,3 +165,15 @@ def test_sparse_checkpoint_loads_like_the_masked_one(tmp_path):
     _assert_same(runs["masked", "sparse"], runs["sparse", "masked"])
     for a, b in zip(runs["masked", "masked"][0].weights, runs["masked", "sparse"][0].weights):
         assert torch.equal(a.mask, b.mask) and torch.allclose(a.values, b.values, atol=1e-6)
+
+
+def test_checkpoint_masks_are_taken_only_for_the_layers_this_method_sparsifies(tmp_path):
+    trained, _ = _run("static", "masked", steps=1, density=0.5)
+    torch.save(trained.model.state_dict(), tmp_path / "w.pt")
+    for backend in ("masked", "sparse"):
+        method, _ = _run("prune-global", backend, density=0.4, dense_last=True, checkpoint=str(tmp_path / "w.pt"))
+        assert [w.name for w in method.weights] == ["0.weight", "3.weight"]
+        assert "5.weight_mask" not in method.model.state_dict()
+        assert torch.equal(method.model[5].weight, trained.model[5].weight)  # dense, with its zeros
+        for w in method.weights:
+            assert not (w.mask & ~trained.weights[[v.name for v in trained.weights].index(w.name)].mask).any()
