@@ -11,6 +11,10 @@ Every criterion shares one signature::
   `sparsetrain.sparse.select_weights`), a list of parameter names, or a sparsifier's
   ``weights`` (a list of `SparseWeight`). With `SparseWeight` objects the existing mask is
   respected: positions that are pruned score ``-inf`` so only active weights can be kept.
+  `SparseWeight`s are read through the protocol (``w.values``), so criteria work on every
+  backend; criteria that run the network (gradient, taylor, snip, grasp, synflow) run it on
+  the model itself when each weight is a dense parameter of it (masked backend), else on a
+  `dense_twin` (a deep copy whose sparse layers are dense again, same function).
 - Higher score = more worth keeping, for every criterion (GraSP is sign-flipped to match;
   see its docstring). Scores are float tensors of the parameter's shape and device.
 
@@ -29,7 +33,7 @@ from torch import nn
 
 from sparsetrain.errors import UserError
 from sparsetrain.registry import Registry
-from sparsetrain.sparse import SparseWeight, generator, random_scores, select_weights
+from sparsetrain.sparse import SparseWeight, dense_model, generator, random_scores, select_weights
 
 Scores = dict[str, torch.Tensor]
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -73,6 +77,23 @@ def _param(model: nn.Module, name: str) -> torch.Tensor:
         raise UserError(f"the model has no parameter {name!r} to score") from None
 
 
+def _sparse_weights(weights: WeightsArg) -> list[SparseWeight]:
+    return [w for w in weights or () if isinstance(w, SparseWeight)]
+
+
+def _dense_values(model: nn.Module, weights: WeightsArg, targets) -> dict[str, torch.Tensor]:
+    """Every target as a dense tensor (zeros where inactive), detached."""
+    by_name = {w.name: w for w in _sparse_weights(weights)}
+    return {n: by_name[n].values.detach() if n in by_name else _param(model, n).detach()
+            for n, _ in targets}
+
+
+def _scoring_model(model: nn.Module, weights: WeightsArg) -> nn.Module:
+    """The network a criterion differentiates: ``model`` itself when every `SparseWeight` is a
+    dense parameter of it, else its `dense_twin` (e.g. the sparse backend's CSR layers)."""
+    return dense_model(model, _sparse_weights(weights))
+
+
 def _finish(raw: Mapping[str, torch.Tensor], targets) -> Scores:
     """Detach to float and put -inf where an existing mask has pruned the weight."""
     out: Scores = {}
@@ -106,7 +127,7 @@ def magnitude(model: nn.Module, batch: Batch | None = None, *, weights: WeightsA
               loss_fn: Callable = F.cross_entropy, seed: int = 0) -> Scores:
     """|w|: Han et al. 2015, "Learning both Weights and Connections for Efficient Neural Networks"."""
     targets = _targets(model, weights)
-    return _finish({n: _param(model, n).detach().abs() for n, _ in targets}, targets)
+    return _finish({n: v.abs() for n, v in _dense_values(model, weights, targets).items()}, targets)
 
 
 @register_criterion("random", help="uniform random scores from a generator seeded by seed")
@@ -117,8 +138,8 @@ def random(model: nn.Module, batch: Batch | None = None, *, weights: WeightsArg 
     the same seed gives the same scores on every device."""
     targets = _targets(model, weights)
     raw = {}
-    for index, (n, _) in enumerate(targets):
-        p = _param(model, n)
+    for index, (n, mask) in enumerate(targets):
+        p = mask if mask is not None else _param(model, n)
         raw[n] = random_scores(p.shape, generator(seed, "criterion-random", index), p.device)
     return _finish(raw, targets)
 
@@ -129,7 +150,7 @@ def gradient(model: nn.Module, batch: Batch | None = None, *, weights: WeightsAr
     """|∂L/∂w| of the loss on the batch (the growth criterion of RigL, Evci et al. 2020)."""
     targets = _targets(model, weights)
     names = [n for n, _ in targets]
-    _, grads = _gradients(model, _need_batch("gradient", batch), names, loss_fn)
+    _, grads = _gradients(_scoring_model(model, weights), _need_batch("gradient", batch), names, loss_fn)
     return _finish({n: g.abs() for n, g in zip(names, grads)}, targets)
 
 
@@ -142,7 +163,7 @@ def taylor(model: nn.Module, batch: Batch | None = None, *, weights: WeightsArg 
     during and after training."""
     targets = _targets(model, weights)
     names = [n for n, _ in targets]
-    params, grads = _gradients(model, _need_batch("taylor", batch), names, loss_fn)
+    params, grads = _gradients(_scoring_model(model, weights), _need_batch("taylor", batch), names, loss_fn)
     return _finish({n: (p.detach() * g).abs() for n, p, g in zip(names, params, grads)}, targets)
 
 
@@ -155,7 +176,7 @@ def snip(model: nn.Module, batch: Batch | None = None, *, weights: WeightsArg = 
     changes no ranking, so the raw |g ⊙ w| is returned."""
     targets = _targets(model, weights)
     names = [n for n, _ in targets]
-    params, grads = _gradients(model, _need_batch("snip", batch), names, loss_fn)
+    params, grads = _gradients(_scoring_model(model, weights), _need_batch("snip", batch), names, loss_fn)
     return _finish({n: (g * p.detach()).abs() for n, p, g in zip(names, params, grads)}, targets)
 
 
@@ -179,8 +200,9 @@ def grasp(model: nn.Module, batch: Batch | None = None, *, weights: WeightsArg =
     targets = _targets(model, weights)
     names = [n for n, _ in targets]
     batch = _need_batch("grasp", batch)
-    params, g = _gradients(model, batch, names, loss_fn, scale=temperature)
-    _, g_graph = _gradients(model, batch, names, loss_fn, scale=temperature, create_graph=True)
+    net = _scoring_model(model, weights)
+    params, g = _gradients(net, batch, names, loss_fn, scale=temperature)
+    _, g_graph = _gradients(net, batch, names, loss_fn, scale=temperature, create_graph=True)
     z = sum((gi.detach() * gf).sum() for gi, gf in zip(g, g_graph))
     hg = torch.autograd.grad(z, params, allow_unused=True)
     hg = [torch.zeros_like(p) if h is None else h for p, h in zip(params, hg)]
@@ -209,7 +231,8 @@ def synflow(model: nn.Module, batch: Batch | None = None, *, weights: WeightsArg
         if batch is None:
             raise UserError("criterion 'synflow' needs an input shape: pass a batch or input_shape")
         input_shape = tuple(batch[0].shape[1:])
-    twin = copy.deepcopy(model).double().eval()
+    net = _scoring_model(model, weights)  # already a copy unless the model is dense
+    twin = (copy.deepcopy(model) if net is model else net).double().eval()
     with torch.no_grad():
         for t in list(twin.parameters()) + list(twin.buffers()):
             if t.is_floating_point():
@@ -249,4 +272,4 @@ def lamp(model: nn.Module, batch: Batch | None = None, *, weights: WeightsArg = 
     so do not enter the sums of the weights still active.
     """
     targets = _targets(model, weights)
-    return _finish({n: lamp_scores(_param(model, n)) for n, _ in targets}, targets)
+    return _finish({n: lamp_scores(v) for n, v in _dense_values(model, weights, targets).items()}, targets)

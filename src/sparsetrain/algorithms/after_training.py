@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from itertools import islice
-from typing import Any, ClassVar, Iterable
+from typing import Any, ClassVar, Collection, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -33,6 +33,7 @@ from sparsetrain.algorithms.pruning import apply_masks, distribution_options, ma
 from sparsetrain.algorithms.registry import register_method
 from sparsetrain.config import check_range, option
 from sparsetrain.errors import UserError
+from sparsetrain.sparse import SparseWeight, dense_model, dense_state
 
 REWIND_INIT = "init"
 
@@ -77,22 +78,74 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
+MASK_SUFFIX = "_mask"
+"""A dense checkpoint stores the mask of parameter ``p`` as the boolean entry ``p_mask``."""
+
+
+def _storage_keys(model: nn.Module, weight: SparseWeight) -> set[str]:
+    """State-dict keys of the layer holding ``weight`` in its own format (all but ``bias``)."""
+    module_name = weight.name.rpartition(".")[0]
+    prefix = module_name + "." if module_name else ""
+    module = model.get_submodule(module_name)
+    own = list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False))
+    return {prefix + k for k, _ in own if k != "bias"}
+
+
 @torch.no_grad()
-def load_weights(model: nn.Module, state: dict[str, torch.Tensor], *, floats_only: bool = False) -> None:
-    """Copy ``state`` into ``model``; entries the model lacks are ignored, and the model's
-    boolean buffers (masks) may be absent from ``state`` (a dense parent has none).
-    ``floats_only`` copies only floating-point entries (weights, not masks)."""
+def load_weights(model: nn.Module, state: dict[str, torch.Tensor], *, floats_only: bool = False,
+                 weights: Sequence[SparseWeight] = (), masks_of: Collection[str] = ()) -> None:
+    """Copy ``state`` (a plain, masked or sparse-backend model's state_dict, see `dense_state`)
+    into ``model``.
+
+    Entries the model lacks are ignored, and the model's boolean buffers (masks) may be
+    absent from ``state`` (a dense parent has none); the mask ``<param>_mask`` of a parameter
+    named in ``masks_of`` that the model lacks is registered as a buffer beside it (so a
+    backend attached next starts from it). ``floats_only`` copies only floating-point entries (weights, not masks). A weight of
+    ``weights`` the model does not hold as a dense parameter (sparse backend) is written
+    through `SparseWeight.load_dense` at its active positions.
+    """
     own = model.state_dict()
-    missing = [k for k, v in own.items() if k not in state and v.dtype != torch.bool]
+    through = {w.name: w for w in weights if w.name not in own}
+    shapes = {**{n: p.shape for n, p in model.named_parameters()}, **{n: w.shape for n, w in through.items()}}
+    state = dense_state(state, shapes)  # a sparse-backend checkpoint in the masked format
+    stored = set().union(*(_storage_keys(model, w) for w in through.values()))
+    missing = [k for k, v in own.items() if k not in state and v.dtype != torch.bool and k not in stored]
+    missing += [n for n in through if n not in state]
     if missing:
         raise UserError(f"the weights do not fit this model: {missing[0]!r} is missing")
     for key, value in state.items():
+        if key in through:
+            if through[key].shape != value.shape:
+                raise UserError(f"the weights do not fit this model: {key!r} has shape "
+                                f"{tuple(value.shape)}, the model {tuple(through[key].shape)}")
+            through[key].load_dense(value)
+            continue
+        if key not in own and not floats_only and key.endswith(MASK_SUFFIX) and key[: -len(MASK_SUFFIX)] in masks_of:
+            _register_mask(model, key, value)
+            continue
         if key not in own or (floats_only and not own[key].is_floating_point()):
             continue
         if own[key].shape != value.shape:
             raise UserError(f"the weights do not fit this model: {key!r} has shape "
                             f"{tuple(value.shape)}, the model {tuple(own[key].shape)}")
         own[key].copy_(value)
+
+
+def _register_mask(model: nn.Module, key: str, mask: torch.Tensor) -> None:
+    """Register ``mask`` as the buffer ``key`` (``<module>.<param>_mask``) if that parameter exists."""
+    module_name, _, buffer = key.rpartition(".")
+    param = buffer[: -len(MASK_SUFFIX)]
+    try:
+        module = model.get_submodule(module_name)
+    except AttributeError:
+        return
+    tensor = module._parameters.get(param)
+    if tensor is None:
+        return
+    if tensor.shape != mask.shape:
+        raise UserError(f"the weights do not fit this model: {key!r} has shape "
+                        f"{tuple(mask.shape)}, the model {tuple(tensor.shape)}")
+    module.register_buffer(buffer, mask.to(device=tensor.device, dtype=torch.bool).clone())
 
 
 class AfterTraining(Sparsifier):
@@ -102,24 +155,29 @@ class AfterTraining(Sparsifier):
     ranking: ClassVar[str] = "global"  # "global": one ranking over all layers; "layer": per layer
     criterion: ClassVar[str] = "magnitude"  # a name in `sparsetrain.criteria.CRITERIA`
 
+    def before_attach(self, names: list[str]) -> None:
+        """Load ``checkpoint`` into the still dense model (with its masks, if it has any: the
+        backend attached next starts from them), remembering the weights before for rewinding."""
+        self.start = {k: v.clone() for k, v in self.model.state_dict().items() if v.is_floating_point()}
+        if self.config.checkpoint is not None:
+            load_weights(self.model, read_weights(self.config.checkpoint), masks_of=names)
+
     def init_masks(self) -> None:
         cfg = self.config
         if cfg.rounds > 1 and not self.total_steps:
             raise UserError(f"{self.name} with rounds > 1 needs total_steps to spread the rounds over training")
-        start = {k: v.clone() for k, v in self.model.state_dict().items() if v.is_floating_point()}
-        if cfg.checkpoint is not None:
-            load_weights(self.model, read_weights(cfg.checkpoint))
         self.inputs: torch.Tensor | None = None
         self.round = 0
         self.rewind_state = None
         if cfg.rewind_to is not None:
-            self.rewind_state = start if cfg.rewind_to == REWIND_INIT else read_weights(cfg.rewind_to)
+            self.rewind_state = self.start if cfg.rewind_to == REWIND_INIT else read_weights(cfg.rewind_to)
+        self.start = None
         self.prune_round()
 
     def rewind(self) -> None:
         """After the first prune: restart from the ``rewind_to`` weights under the new mask."""
         if self.rewind_state is not None:
-            load_weights(self.model, self.rewind_state, floats_only=True)
+            load_weights(self.model, self.rewind_state, floats_only=True, weights=self.weights)
             for w in self.weights:
                 w.apply_mask()
             self.rewind_state = None
@@ -241,10 +299,11 @@ class LayerAdaptiveDP(AfterTraining):
     def masks_for(self, density: float, total: int) -> dict[str, torch.Tensor] | None:
         if self.inputs is None:
             return None
-        params = {w.name: w.parameter for w in self.weights}
+        net = dense_model(self.model, self.weights)  # the sparse backend's layers made dense on a copy
+        params = {w.name: net.get_parameter(w.name) for w in self.weights}
         counts = {w.name: level_counts(w.numel, w.active, self.config.dp_levels) for w in self.weights}
         allowed = {w.name: w.mask.clone() for w in self.weights}
-        table = distortion_table(self.model, params, self.inputs, counts, allowed)
+        table = distortion_table(net, params, self.inputs, counts, allowed)
         chosen = dp_counts(table, counts, total)
         return dp_masks({w.name: w.values for w in self.weights}, chosen, total, allowed)
 

@@ -123,11 +123,17 @@ class Sparsifier(Method):
         cfg = self.config
         names = select_weights(model, dense_first=cfg.dense_first, dense_last=cfg.dense_last,
                                include=cfg.include, exclude=cfg.exclude)
-        self.weights = attach(model, names, cfg.backend)
+        self.before_attach(names)
+        self.weights = attach(model, names, cfg.backend, optimizer)
         self.targets = self._allocate()
         self.ever_active = {w.name: torch.zeros_like(w.mask) for w in self.weights}
         self.init_masks()
         self._record_active()
+
+    def before_attach(self, names: list[str]) -> None:
+        """Runs while the model still has its plain dense layers, before the backend wraps the
+        parameters ``names`` (e.g. to load dense weights from a file; the sparse backend then
+        converts them)."""
 
     def _allocate(self) -> dict[str, int]:
         cfg = self.config

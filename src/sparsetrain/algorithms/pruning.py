@@ -26,7 +26,7 @@ import torch
 
 from sparsetrain.distributions import allocate
 from sparsetrain.errors import UserError
-from sparsetrain.sparse import SparseWeight, generator, random_scores, topk_mask, zero_optimizer_state
+from sparsetrain.sparse import SparseWeight, generator, random_scores, topk_mask
 
 ALLOCATIONS = ("global", "layer", "ratios")
 
@@ -121,11 +121,14 @@ def distribution_options(config: Any, scores: Mapping[str, torch.Tensor] | None 
 def apply_masks(weights: Sequence[SparseWeight], masks: Mapping[str, torch.Tensor],
                 optimizer: torch.optim.Optimizer | None = None) -> None:
     """Install ``masks``: removed weights and their optimizer state become 0, and their
-    gradients too (so an optimizer step right after cannot move them)."""
+    gradients too (so an optimizer step right after cannot move them).
+
+    One `SparseWeight.rewire` per layer (kept = mask ∩ active, grown = the rest of the mask,
+    starting at 0 with zero state), so a backend with its own storage (sparse) rebuilds once
+    and survivors keep their value and optimizer state in their new slots."""
     for w in weights:
         if w.name not in masks:
             continue
         mask = masks[w.name].to(device=w.mask.device, dtype=torch.bool)
-        w.set_mask(mask)
-        w.mask_grad()
-        zero_optimizer_state(optimizer, w.parameter, ~mask)
+        active = w.mask.clone()
+        w.rewire(mask & active, mask & ~active, optimizer)

@@ -38,14 +38,8 @@ SELECTION_KEYS = ("dense_first", "dense_last", "include", "exclude", "backend")
 
 
 def find_run(store: ResultsStore, prefix: str, *, finished: bool = True) -> dict[str, Any]:
-    """The one run whose id starts with ``prefix`` (as `sparsetrain show` accepts)."""
-    matches = [r for r in store.runs(status=None) if r["run_id"].startswith(prefix)]
-    if len(matches) != 1:
-        found = "no run" if not matches else f"{len(matches)} runs"
-        raise UserError(f"{found} matches {prefix!r}; give more of the run id (see `sparsetrain report`)")
-    if finished and matches[0]["status"] != "finished":
-        raise UserError(f"run {matches[0]['run_id']} is {matches[0]['status']}, not finished")
-    return matches[0]
+    """The one run whose id starts with ``prefix`` (as `sparsetrain show` accepts), finished by default."""
+    return store.find_run(prefix, finished=finished)
 
 
 def run_dir_of(root: str | Path, record: dict[str, Any]) -> RunDir:

@@ -184,6 +184,17 @@ class ResultsStore:
         row = self._conn.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         return row is not None and row["status"] == "finished"
 
+    def find_run(self, prefix: str, *, finished: bool = False) -> dict[str, Any]:
+        """The one run whose id starts with ``prefix``; a UserError when none or several match
+        (or, with ``finished``, when that run has not finished)."""
+        matches = [r for r in self.runs(status=None) if r["run_id"].startswith(prefix)]
+        if len(matches) != 1:
+            found = "no run" if not matches else f"{len(matches)} runs"
+            raise UserError(f"{found} matches {prefix!r}; give more of the run id (see `sparsetrain report`)")
+        if finished and matches[0]["status"] != "finished":
+            raise UserError(f"run {matches[0]['run_id']} is {matches[0]['status']}, not finished")
+        return matches[0]
+
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         """The run's row as a dict with its JSON columns decoded, or None if unknown."""
         row = self._conn.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
