@@ -43,9 +43,16 @@ def test_grid_errors_name_the_problem():
 
 @pytest.mark.parametrize("preset", list_presets())
 def test_every_preset_expands_with_the_methods_registered_today(preset):
-    grid = read_grid(preset=preset)
+    top = read_grid(preset=preset)
+    parts = top.pop("parts", None) or [{}]
+    for part in parts:  # a preset with parts: each part over the top level, checked as one grid
+        grid = {**top, **part, "base": {**(top.get("base") or {}), **(part.get("base") or {})}}
+        _check_preset_grid(grid, preset, min_methods=3 if len(parts) == 1 else 2)
+
+
+def _check_preset_grid(grid, preset, min_methods=3):
     registered = [m for m in grid["methods"] if m in METHODS]
-    assert "dense" in registered and len(registered) >= 3
+    assert "dense" in registered and len(registered) >= min_methods
     if any(m not in METHODS for m in grid["methods"]):
         with pytest.raises(UserError, match="not registered"):
             expand_grid(grid)
