@@ -382,6 +382,9 @@ def cmd_bench(argv: Sequence[str]) -> int:
 
 
 REGISTRIES["scenarios"] = SCENARIOS
+from sparsetrain.scenarios.corruptions import CORRUPTIONS  # noqa: E402
+
+REGISTRIES["corruptions"] = CORRUPTIONS
 
 COMMANDS = {"train": cmd_train, "quickstart": cmd_quickstart, "list": cmd_list,
             "report": cmd_report, "show": cmd_show, "prune": cmd_prune, "lottery": cmd_lottery,
