@@ -185,7 +185,8 @@ def cmd_report(argv: Sequence[str]) -> int:
         print(robustness_table(runs))
     figure = plot_comparison(runs, args.plot) if args.plot else None
     if args.html:
-        print(f"report: {write_study_report(runs, args.html, title='sparsetrain report', figure=figure, histories=histories)}")
+        report = write_study_report(runs, args.html, title="sparsetrain report", figure=figure, histories=histories)
+        print(f"report: {report}")
     return 0
 
 

@@ -53,8 +53,8 @@ class ExperimentConfig:
     robust_corruptions: tuple[str, ...] = option((), "corruptions evaluated (see `sparsetrain list`); empty: all 19")
     robust_severities: tuple[int, ...] = option((1, 2, 3, 4, 5), "corruption severities evaluated, each in 1..5")
     robust_samples: int = option(0, "robustness is evaluated on the first N test samples (0: all)")
-    frequency_cutoffs: tuple[float, ...] = option((0.1, 0.25, 0.5, 0.75), "low/high-pass cut-offs (fraction of "
-                                                  "the largest spatial frequency) of the frequency analysis; empty: off")
+    frequency_cutoffs: tuple[float, ...] = option((0.1, 0.25, 0.5, 0.75), "low/high-pass cut-offs (fraction "
+                                                  "of the largest spatial frequency); empty: no frequency analysis")
     attack_norms: tuple[str, ...] = option(("linf",), "PGD threat models evaluated: linf and/or l2")
     attack_eps: float = option(8 / 255, "L-inf PGD radius in pixel units ([0, 1] scale)")
     attack_eps_l2: float = option(0.5, "L2 PGD radius in pixel units")
@@ -69,7 +69,8 @@ class ExperimentConfig:
                       "or whole (WOT-W)", choices=("none", "block", "whole"))
     wot_gap: int = option(400, "WOT: optimizer steps per trajectory segment")
     wot_segments: int = option(4, "WOT: segments per refinement window (K)")
-    wot_alpha_init: str = option("zero", "WOT: initial alphas (one suits short gaps)", choices=("zero", "one", "random"))
+    wot_alpha_init: str = option("zero", "WOT: initial alphas (one suits short gaps)",
+                                 choices=("zero", "one", "random"))
 
     def __post_init__(self) -> None:
         METHODS.get(self.method)

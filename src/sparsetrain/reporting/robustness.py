@@ -156,7 +156,8 @@ def robustness_rows(runs: Sequence[Run]) -> list[dict[str, str]]:
         row = {"setup": g["setup"], "scenario": g["scenario"], "method": g["method"],
                "density": "1" if g["density"] is None else f"{g['density']:.4g}", "n_seeds": str(g["n_seeds"]),
                "clean": format_accuracy(*g["test_acc"]), "corruption": format_accuracy(*g["corruption_acc"]),
-               "delta": "-" if g["method"] == DENSE or mean is None or dense is None else f"{100 * (mean - dense):+.2f}",
+               "delta": ("-" if g["method"] == DENSE or mean is None or dense is None
+                         else f"{100 * (mean - dense):+.2f}"),
                "mce": _ratio(g["mce"], g["method"]), "relative_mce": _ratio(g["relative_mce"], g["method"])}
         for key, _ in ATTACK_KEYS:
             row[key] = format_accuracy(*g[key])

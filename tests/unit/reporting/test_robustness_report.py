@@ -36,7 +36,8 @@ def store(tmp_path):
         for density, matrix in SET_ACC.items():
             add(st, f"set{density}", "set", density, 0, robust_final(matrix, 0.94, 0.25))
         for wot in ("none", "block"):
-            curve = [{"test_acc": 0.9, "test_robust_acc": a} for a in ((0.3, 0.5, 0.4) if wot == "none" else (0.3, 0.5, 0.55))]
+            accs = (0.3, 0.5, 0.4) if wot == "none" else (0.3, 0.5, 0.55)
+            curve = [{"test_acc": 0.9, "test_robust_acc": a} for a in accs]
             add(st, f"at{wot}", "dense", None, 0, {"test_acc": 0.9, "robust_acc_linf": curve[-1]["test_robust_acc"]},
                 epochs=curve, adversarial_training=True, wot=wot)
         yield st
