@@ -171,16 +171,29 @@ def cmd_report(argv: Sequence[str]) -> int:
     filters = {k: getattr(args, k) for k in ("method", "model", "dataset") if getattr(args, k)}
     with _open_store(args.out) as store:
         runs = store.runs(**filters)
+        histories = _robust_histories(store, runs)
     if not runs:
         raise UserError("no finished runs match; see `sparsetrain report` without filters")
     print(comparison_table(runs))
     if len(study_groups(runs)) > 1:
         print("\nPer setup and scenario (test accuracy mean ± std over seeds; Δ = difference to dense):")
         print(study_table(runs))
+    from sparsetrain.reporting.robustness import has_robustness, robustness_table
+
+    if any(has_robustness(r) for r in runs):
+        print("\nRobustness (mean ± std over seeds; mCE vs the dense run of the same setup, scenario and seed):")
+        print(robustness_table(runs))
     figure = plot_comparison(runs, args.plot) if args.plot else None
     if args.html:
-        print(f"report: {write_study_report(runs, args.html, title='sparsetrain report', figure=figure)}")
+        report = write_study_report(runs, args.html, title="sparsetrain report", figure=figure, histories=histories)
+        print(f"report: {report}")
     return 0
+
+
+def _robust_histories(store: ResultsStore, runs: Sequence[dict]) -> dict[str, list[dict]]:
+    """Stored epochs of the adversarially trained runs (their robust accuracy per epoch)."""
+    return {r["run_id"]: store.epochs(r["run_id"]) for r in runs
+            if (r.get("config") or {}).get("adversarial_training")}
 
 
 def cmd_show(argv: Sequence[str]) -> int:
@@ -354,9 +367,11 @@ def cmd_bench(argv: Sequence[str]) -> int:
     with ResultsStore(out / "results.db") as store:
         ids = {entry.run_id for entry in plan_grid(runs, out) if entry.reported}
         finished = [r for r in store.runs() if r["run_id"] in ids]
+        histories = _robust_histories(store, finished)
     if finished:
         print("\n" + study_table(finished))
-        report = write_study_report(finished, out / "report.html", title=f"sparsetrain bench: {where}")
+        report = write_study_report(finished, out / "report.html", title=f"sparsetrain bench: {where}",
+                                    histories=histories)
         print(f"\nreport: {report}  (again: sparsetrain report --out {out} --html FILE)")
     if result["failed"]:
         print(f"sparsetrain: {len(result['failed'])} runs failed: {', '.join(result['failed'])}", file=sys.stderr)
@@ -365,6 +380,9 @@ def cmd_bench(argv: Sequence[str]) -> int:
 
 
 REGISTRIES["scenarios"] = SCENARIOS
+from sparsetrain.scenarios.corruptions import CORRUPTIONS  # noqa: E402
+
+REGISTRIES["corruptions"] = CORRUPTIONS
 
 def cmd_export(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="sparsetrain export",

@@ -73,6 +73,10 @@ class DatasetSplits:
     test: TensorData
     num_classes: int
     input_shape: tuple[int, ...]
+    normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    """Images: per-channel ``(mean, std)`` with inputs = (pixel - mean) / std, pixels in [0, 1];
+    ``((), ())`` when inputs are the pixels themselves; None when not known (not images, or
+    a user's arrays)."""
 
 
 def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -118,6 +122,7 @@ def carve_validation(
     seed: int,
     val_fraction: float,
     num_classes: int,
+    normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
 ) -> DatasetSplits:
     """Build `DatasetSplits` with a stratified validation split carved from train by ``seed``."""
     keep, held = stratified_split(y_train, val_fraction, seed)
@@ -128,6 +133,7 @@ def carve_validation(
         test=TensorData.from_numpy(x_test, y_test),
         num_classes=num_classes,
         input_shape=tuple(x_train.shape[1:]),
+        normalization=normalization,
     )
 
 

@@ -145,6 +145,7 @@ def load_cifar10(*, seed: int, val_fraction: float, data_dir: str | None,
         "cifar10", _images(x_train, CIFAR10_MEAN, CIFAR10_STD, normalize), y_train,
         _images(x_test, CIFAR10_MEAN, CIFAR10_STD, normalize), y_test,
         seed=seed, val_fraction=val_fraction, num_classes=10,
+        normalization=(CIFAR10_MEAN, CIFAR10_STD) if normalize else ((), ()),
     )
 
 
@@ -167,4 +168,5 @@ def load_cifar100(*, seed: int, val_fraction: float, data_dir: str | None,
         "cifar100", _images(x_train, CIFAR100_MEAN, CIFAR100_STD, normalize), y_train,
         _images(x_test, CIFAR100_MEAN, CIFAR100_STD, normalize), y_test,
         seed=seed, val_fraction=val_fraction, num_classes=num_classes,
+        normalization=(CIFAR100_MEAN, CIFAR100_STD) if normalize else ((), ()),
     )

@@ -25,5 +25,5 @@ def load_digits(*, seed: int, val_fraction: float, data_dir: str | None) -> Data
     train_idx, test_idx = stratified_split(y, TEST_FRACTION, TEST_SEED)
     return carve_validation(
         "digits", x[train_idx], y[train_idx], x[test_idx], y[test_idx],
-        seed=seed, val_fraction=val_fraction, num_classes=10,
+        seed=seed, val_fraction=val_fraction, num_classes=10, normalization=((), ()),
     )

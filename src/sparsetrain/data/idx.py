@@ -95,7 +95,8 @@ def _load(dataset: str, subfolders: list[str], mean: float, std: float, *, seed:
         return (out - np.float32(mean)) / np.float32(std) if normalize else out
 
     return carve_validation(dataset, images(x_train), y_train, images(x_test), y_test,
-                            seed=seed, val_fraction=val_fraction, num_classes=10)
+                            seed=seed, val_fraction=val_fraction, num_classes=10,
+                            normalization=((float(mean),), (float(std),)) if normalize else ((), ()))
 
 
 @register_dataset("mnist", help="MNIST IDX files (raw or .gz) from --data-dir: 10 classes, 1x28x28, 60000 train / 10000 test",

@@ -119,9 +119,12 @@ def load_imagefolder(*, seed: int, val_fraction: float, data_dir: str | None, si
 
     train = x_train.astype(np.float32) / np.float32(255)
     test = x_test.astype(np.float32) / np.float32(255)
+    normalization: tuple[tuple[float, ...], tuple[float, ...]] = ((), ())
     if normalize:
         mean = train.mean(axis=(0, 2, 3), keepdims=True)
         std = np.maximum(train.std(axis=(0, 2, 3), keepdims=True), np.float32(1e-6))
         train, test = (train - mean) / std, (test - mean) / std
+        normalization = (tuple(float(m) for m in mean.ravel()), tuple(float(s) for s in std.ravel()))
     return carve_validation("imagefolder", train, y_train, test, y_test,
-                            seed=seed, val_fraction=val_fraction, num_classes=len(classes))
+                            seed=seed, val_fraction=val_fraction, num_classes=len(classes),
+                            normalization=normalization)

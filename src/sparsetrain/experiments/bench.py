@@ -24,6 +24,11 @@ density, sharing levels (see `LotteryGrid`); its options (prune_fraction, rewind
 rewind_epoch, conv_only and imp/trainer keys) go in ``method_options: {lottery: ...}``, and
 its runs appear as method ``imp`` in the store and the report.
 
+A grid may instead (or also) list ``parts``: sub-grids run into the same store, each a
+mapping of the keys above that replace the top level's for that part (a part's ``base`` is
+merged over the top-level base), e.g. a dense-vs-sparse sweep plus a smaller
+adversarial-training comparison in one preset.
+
 A run's config is base, then its setup, then its scenario, then its method_options (later
 ones win). Runs that already finished in the store (same config hash and seed) are skipped, and
 unfinished ones resume from their last checkpoint, so an interrupted grid continues where
@@ -56,7 +61,7 @@ from sparsetrain.experiments.store import ResultsStore
 LOTTERY = "lottery"
 """The grid method that trains lottery-ticket chains (not a registered method: its runs are ``imp``)."""
 
-GRID_KEYS = ("base", "setups", "methods", "method_options", "densities", "scenarios", "seeds", "jobs")
+GRID_KEYS = ("base", "setups", "methods", "method_options", "densities", "scenarios", "seeds", "jobs", "parts")
 
 
 @dataclass(frozen=True)
@@ -189,8 +194,10 @@ def expand_grid(grid: Mapping[str, Any], where: str = "grid") -> list[GridRun]:
 
     Order: seeds, then setups, scenarios, methods, densities, so that an interrupted grid
     has finished whole seeds first. Methods without a ``density`` option (dense) run once
-    per setup, scenario and seed.
+    per setup, scenario and seed. With ``parts``, the runs of each part in order.
     """
+    if grid.get("parts") is not None:
+        return _expand_parts(grid, where)
     base = grid.get("base") or {}
     if not isinstance(base, dict):
         raise UserError(f"{where}: base must be a mapping of config keys")
@@ -291,6 +298,27 @@ def _run_chain(chain: LotteryChain, out: str, force: bool) -> list[dict[str, Any
     """Train one lottery chain (in this process); returns its store rows."""
     with ResultsStore(Path(out) / "results.db") as store:
         return run_lottery_chain(store, out, chain, force=force, log=lambda message: None)
+
+
+def _expand_parts(grid: Mapping[str, Any], where: str) -> list[GridRun]:
+    parts = grid["parts"]
+    if not isinstance(parts, list) or not parts:
+        raise UserError(f"{where}: parts must be a non-empty list of grid mappings")
+    top = {k: v for k, v in grid.items() if k != "parts"}
+    runs: list[GridRun] = []
+    for i, part in enumerate(parts, 1):
+        if not isinstance(part, dict):
+            raise UserError(f"{where}: part {i} must be a mapping of grid keys")
+        unknown = sorted(set(part) - set(GRID_KEYS) - {"parts"}) or (["parts"] if "parts" in part else [])
+        if unknown:
+            raise UserError(f"{where}: part {i} has key {unknown[0]!r}; allowed keys: "
+                            f"{', '.join(k for k in GRID_KEYS if k not in ('parts', 'jobs'))}")
+        bases = [top.get("base") or {}, part.get("base") or {}]
+        if not all(isinstance(b, dict) for b in bases):
+            raise UserError(f"{where}: base must be a mapping of config keys")
+        sub = {**top, **part, "base": {**bases[0], **bases[1]}}
+        runs.extend(expand_grid(sub, where=f"{where}, part {i}"))
+    return runs
 
 
 def _run_cell(values: dict[str, Any], out: str, force: bool) -> dict[str, Any]:

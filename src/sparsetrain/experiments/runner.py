@@ -13,6 +13,7 @@ from sparsetrain import analysis
 from sparsetrain.data import load
 from sparsetrain.engine import Callback, Trainer
 from sparsetrain.engine.trainer import resolve_device
+from sparsetrain.experiments.robustness import check_robust_eval, evaluate_robustness, robustness_callbacks
 from sparsetrain.experiments.rundir import RunDir
 from sparsetrain.experiments.spec import RunSpec
 from sparsetrain.experiments.store import ResultsStore
@@ -74,9 +75,13 @@ def run(spec: RunSpec, *, root: str | Path, store: ResultsStore, resume: bool = 
     model = create_model(exp.model, input_shape=data.input_shape, num_classes=data.num_classes,
                          **(exp.model_options or {}))
     run_dir = RunDir(root, spec.config_hash, exp.seed)
+    check_robust_eval(exp, data)
+    # robustness callbacks first: their per-epoch metrics (test_robust_acc) are in the
+    # history before RecordCallback writes the epoch to the store
     trainer = Trainer(model, data, spec.train, method=exp.method, method_config=spec.method,
                       seed=exp.seed, checkpoint_path=run_dir.last_checkpoint,
-                      callbacks=[RecordCallback(store, run_dir, run_id, spec),
+                      callbacks=[*robustness_callbacks(exp, data),
+                                 RecordCallback(store, run_dir, run_id, spec),
                                  ProgressCallback(f"{exp.method} seed {exp.seed}", progress),
                                  *callbacks])
     # everything a user can get wrong has been checked above, before the store is touched
@@ -99,6 +104,7 @@ def run(spec: RunSpec, *, root: str | Path, store: ResultsStore, resume: bool = 
     final.update(analysis.totals(layers), itop_rate=trainer.method.itop_rate(),
                  epochs=len(history), train_time_s=time.perf_counter() - started)
     final.update(train_samples=len(data.train), test_samples=len(data.test))
+    final.update(evaluate_robustness(trainer.model, data, exp))
     store.finish(run_id, final, layers)
     log(analysis.describe(layers, trainer.method.itop_rate()))
     log(f"{run_id}: test accuracy {final['test_acc']:.4f}")

@@ -46,6 +46,31 @@ class ExperimentConfig:
                                choices=("train", "test"))
     score_epochs: int = option(5, "epochs of each short dense run that computes subset scores")
     score_runs: int = option(3, "short dense runs (seeds) averaged for subset scores")
+    # robustness (sparsetrain.scenarios.corruptions / adversarial, engine.adversarial / wot)
+    robust_eval: str = option("none", "after training, evaluate on the test split: corruptions (accuracy per "
+                              "corruption x severity, low/high-pass frequency accuracy), adversarial (PGD "
+                              "robust accuracy), or all", choices=("none", "corruptions", "adversarial", "all"))
+    robust_corruptions: tuple[str, ...] = option((), "corruptions evaluated (see `sparsetrain list`); empty: all 19")
+    robust_severities: tuple[int, ...] = option((1, 2, 3, 4, 5), "corruption severities evaluated, each in 1..5")
+    robust_samples: int = option(0, "robustness is evaluated on the first N test samples (0: all)")
+    frequency_cutoffs: tuple[float, ...] = option((0.1, 0.25, 0.5, 0.75), "low/high-pass cut-offs (fraction "
+                                                  "of the largest spatial frequency); empty: no frequency analysis")
+    attack_norms: tuple[str, ...] = option(("linf",), "PGD threat models evaluated: linf and/or l2")
+    attack_eps: float = option(8 / 255, "L-inf PGD radius in pixel units ([0, 1] scale)")
+    attack_eps_l2: float = option(0.5, "L2 PGD radius in pixel units")
+    attack_steps: int = option(20, "PGD iterations of the evaluation (step size 2.5 eps / steps)")
+    autoattack: bool = option(False, "also evaluate AutoAttack (standard, needs torchattacks) at each norm's eps")
+    adversarial_training: bool = option(False, "PGD adversarial training (L-inf, Madry et al.); records "
+                                        "test_robust_acc every epoch")
+    at_eps: float = option(8 / 255, "adversarial training: L-inf radius in pixel units")
+    at_step_size: float = option(2 / 255, "adversarial training: PGD step size")
+    at_steps: int = option(10, "adversarial training: PGD iterations")
+    wot: str = option("none", "weighted optimization trajectories during adversarial training: block (WOT-B) "
+                      "or whole (WOT-W)", choices=("none", "block", "whole"))
+    wot_gap: int = option(400, "WOT: optimizer steps per trajectory segment")
+    wot_segments: int = option(4, "WOT: segments per refinement window (K)")
+    wot_alpha_init: str = option("zero", "WOT: initial alphas (one suits short gaps)",
+                                 choices=("zero", "one", "random"))
 
     def __post_init__(self) -> None:
         METHODS.get(self.method)
@@ -59,6 +84,7 @@ class ExperimentConfig:
         check_range("subset_fraction", self.subset_fraction, 0, 1, low_open=True)
         check_range("score_epochs", self.score_epochs, 0)
         check_range("score_runs", self.score_runs, 1)
+        check_robustness(self)
 
 
 @dataclass(frozen=True)
@@ -119,3 +145,37 @@ def data_identity(experiment: ExperimentConfig) -> dict[str, Any]:
     if experiment.data_dir is None or not path_in_identity(experiment.dataset, experiment.dataset_options):
         return {}
     return {"data_dir": os.path.abspath(os.path.expanduser(experiment.data_dir))}
+
+
+def check_robustness(exp: ExperimentConfig) -> None:
+    """Validate the robustness keys of ``exp`` (ConfigError naming the key)."""
+    from sparsetrain.scenarios.corruptions import CORRUPTIONS
+
+    for name in exp.robust_corruptions:
+        if name not in CORRUPTIONS:
+            raise ConfigError(f"robust_corruptions names {name!r}, which is not a corruption; "
+                              f"choose from: {', '.join(CORRUPTIONS.names())}")
+    if not exp.robust_severities:
+        raise ConfigError("robust_severities must name at least one severity in 1..5")
+    for severity in exp.robust_severities:
+        if severity not in (1, 2, 3, 4, 5):
+            raise ConfigError(f"robust_severities must be in 1..5; got {severity!r}")
+    for cutoff in exp.frequency_cutoffs:
+        check_range("frequency_cutoffs", cutoff, 0, 1)
+    for norm in exp.attack_norms:
+        if norm not in ("linf", "l2"):
+            raise ConfigError(f"attack_norms must be linf and/or l2; got {norm!r}")
+    if exp.robust_eval in ("adversarial", "all") and not exp.attack_norms:
+        raise ConfigError("attack_norms must name linf and/or l2 when robust_eval includes adversarial")
+    check_range("robust_samples", exp.robust_samples, 0)
+    check_range("attack_eps", exp.attack_eps, 0)
+    check_range("attack_eps_l2", exp.attack_eps_l2, 0)
+    check_range("attack_steps", exp.attack_steps, 1)
+    check_range("at_eps", exp.at_eps, 0)
+    check_range("at_step_size", exp.at_step_size, 0)
+    check_range("at_steps", exp.at_steps, 1)
+    check_range("wot_gap", exp.wot_gap, 1)
+    check_range("wot_segments", exp.wot_segments, 1)
+    if exp.wot != "none" and not exp.adversarial_training:
+        raise ConfigError(f"wot={exp.wot!r} reweights an adversarial-training trajectory; "
+                          "set adversarial_training: true as well")

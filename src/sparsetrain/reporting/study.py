@@ -44,7 +44,17 @@ def scenario_of(run: Mapping[str, Any]) -> str:
     config = run.get("config") or {}
     defaults = {f.name: f.default for f in dataclasses.fields(ExperimentConfig)}
     values = {k: config.get(k, v) if config.get(k) is not None else v for k, v in defaults.items()}
-    return describe_scenario(types.SimpleNamespace(**values))
+    label, training = describe_scenario(types.SimpleNamespace(**values)), training_of(run)
+    return label if not training else training if label == "clean" else f"{label}, {training}"
+
+
+def training_of(run: Mapping[str, Any]) -> str:
+    """"adversarial training" (+ ", WOT-block" / ", WOT-whole") for adversarially trained runs, else ""."""
+    config = run.get("config") or {}
+    if not config.get("adversarial_training"):
+        return ""
+    wot = config.get("wot") or "none"
+    return "adversarial training" + ("" if wot == "none" else f", WOT-{wot}")
 
 
 def setup_of(run: Mapping[str, Any]) -> str:
@@ -205,10 +215,13 @@ def _save(fig: Figure, path: str | os.PathLike[str], dpi: int) -> Path:
 
 
 def write_study_report(runs: Sequence[Mapping[str, Any]], path: str | os.PathLike[str], *,
-                       title: str = "sparsetrain report", figure: str | os.PathLike[str] | None = None) -> Path:
+                       title: str = "sparsetrain report", figure: str | os.PathLike[str] | None = None,
+                       histories: Mapping[str, Sequence[Mapping[str, Any]]] | None = None) -> Path:
     """One self-contained HTML file: the study table (mean ± std over seeds, dense baseline, Δ),
     accuracy-vs-density and per-layer density figures (PNG, base64-embedded), the per-method
-    comparison and every run's details; ``figure`` is an extra PNG to embed first."""
+    comparison and every run's details; ``figure`` is an extra PNG to embed first. Runs with
+    robustness metrics add the robustness section (`reporting.robustness`); ``histories``
+    (run id -> stored epochs) adds the robust-accuracy-over-epochs curves."""
     import base64
     import html
     import tempfile
@@ -238,6 +251,9 @@ def write_study_report(runs: Sequence[Mapping[str, Any]], path: str | os.PathLik
             parts.append(image(plot_accuracy_vs_density(runs, Path(tmp) / "acc.png"), "accuracy vs density"))
             parts.append("<h2>Per-layer density</h2>")
             parts.append(image(plot_layer_densities(runs, Path(tmp) / "layers.png"), "per-layer density"))
+            from sparsetrain.reporting.robustness import robustness_html
+
+            parts.extend(robustness_html(runs, histories, image, _table, tmp))
     else:
         parts.append("<p>No finished runs.</p>")
     comparison = comparison_rows(runs)

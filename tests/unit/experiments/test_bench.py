@@ -44,9 +44,16 @@ def test_grid_errors_name_the_problem():
 
 @pytest.mark.parametrize("preset", list_presets())
 def test_every_preset_expands_with_the_methods_registered_today(preset, tmp_path):
-    grid = read_grid(preset=preset)
+    top = read_grid(preset=preset)
+    parts = top.pop("parts", None) or [{}]
+    for part in parts:  # a preset with parts: each part over the top level, checked as one grid
+        grid = {**top, **part, "base": {**(top.get("base") or {}), **(part.get("base") or {})}}
+        _check_preset_grid(grid, preset, tmp_path, min_methods=3 if len(parts) == 1 else 2)
+
+
+def _check_preset_grid(grid, preset, tmp_path, min_methods=3):
     assert all(m in METHODS or m == LOTTERY for m in grid["methods"])  # every method runs, lottery included
-    assert "dense" in grid["methods"] and len(grid["methods"]) >= 3
+    assert "dense" in grid["methods"] and len(grid["methods"]) >= min_methods
     grid["seeds"] = grid["seeds"][:1]
     grid["setups"] = dict(list(grid.get("setups", {"": {}}).items())[:1])
     base = grid["base"]
