@@ -188,3 +188,52 @@ def gather_parallel(ptr, col, dense, out):
     step = (n + chunks - 1) // chunks
     for c in prange(chunks):
         _gather_rows(ptr, col, dense, out, min(c * step, n), min((c + 1) * step, n))
+
+
+# --- topology updates ------------------------------------------------------------------------
+@numba.njit(**_OPTS)
+def rebuild_csr(ptr, col, mask, kept, rows, cols):
+    """New (indptr, indices) of the flat row-major boolean ``mask`` and, per new entry, the
+    slot of the same weight in the old CSR (``ptr``, ``col``) when ``kept`` there, else -1."""
+    new_ptr = np.zeros(rows + 1, np.int32)
+    for r in range(rows):
+        c = 0
+        base = r * cols
+        for j in range(cols):
+            c += mask[base + j]
+        new_ptr[r + 1] = new_ptr[r] + c
+    nnz = new_ptr[rows]
+    new_col = np.empty(nnz, np.int32)
+    source = np.empty(nnz, np.int64)
+    for r in range(rows):
+        p, end, q, base = ptr[r], ptr[r + 1], new_ptr[r], r * cols
+        for j in range(cols):
+            if mask[base + j]:
+                new_col[q] = j
+                s = -1
+                if kept[base + j]:
+                    while p < end and col[p] < j:
+                        p += 1
+                    if p < end and col[p] == j:
+                        s = p
+                source[q] = s
+                q += 1
+    return new_ptr, new_col, source
+
+
+@numba.njit(**_OPTS)
+def remap(old, source, out):
+    """out[i] = old[source[i]], or 0 where source[i] < 0 (a grown weight)."""
+    for i in range(source.shape[0]):
+        s = source[i]
+        out[i] = old[s] if s >= 0 else 0
+
+
+@numba.njit(**_OPTS)
+def mask_rows(ptr, col, out):
+    """out (rows, cols) bool = True at the active positions, False elsewhere."""
+    for r in range(out.shape[0]):
+        row = out[r]
+        row[:] = False
+        for k in range(ptr[r], ptr[r + 1]):
+            row[col[k]] = True
