@@ -28,17 +28,26 @@ def _key(u):
 
 @numba.njit(**_OPTS)
 def _select(bits, allowed, use_allowed, k, out):
-    """Set ``out`` (zeroed bool) at the top ``k``; returns False (and leaves ``out``
-    unspecified) when an allowed score is NaN."""
+    """Set ``out`` (bool) at the top ``k`` allowed positions. Returns the number of allowed
+    positions, or -1 when an allowed score is NaN (``out`` is then unspecified); selects
+    nothing when ``k`` exceeds the allowed count."""
     n = bits.shape[0]
+    keys = np.empty(n, np.uint32)  # 0 = not allowed (no finite or infinite score maps to 0)
     hist = np.zeros(65536, np.int64)
+    available = 0
     for i in range(n):
         if use_allowed and not allowed[i]:
+            keys[i] = 0
             continue
         u = bits[i]
         if (u & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000):
-            return False
-        hist[_key(u) >> np.uint32(16)] += 1
+            return -1
+        key = _key(u)
+        keys[i] = key
+        hist[key >> np.uint32(16)] += 1
+        available += 1
+    if k > available or k < 1:
+        return available
     need = k
     high = 65535
     while hist[high] < need:
@@ -47,9 +56,7 @@ def _select(bits, allowed, use_allowed, k, out):
     # `need` keys are still to be taken from bucket `high`
     hist[:] = 0
     for i in range(n):
-        if use_allowed and not allowed[i]:
-            continue
-        key = _key(bits[i])
+        key = keys[i]
         if (key >> np.uint32(16)) == high:
             hist[key & np.uint32(0xFFFF)] += 1
     low = 65535
@@ -57,27 +64,27 @@ def _select(bits, allowed, use_allowed, k, out):
         need -= hist[low]
         low -= 1
     kth = (np.uint32(high) << np.uint32(16)) | np.uint32(low)
-    # `need` positions holding exactly the k-th key are taken, lowest first
     for i in range(n):
-        if use_allowed and not allowed[i]:
-            continue
-        key = _key(bits[i])
-        if key > kth:
-            out[i] = True
-        elif key == kth and need > 0:
+        out[i] = keys[i] > kth
+    # `need` positions holding exactly the k-th key are taken, lowest first
+    i = 0
+    while need > 0:
+        if keys[i] == kth:
             out[i] = True
             need -= 1
-    return True
+        i += 1
+    return available
 
 
 _NO_ALLOWED = np.zeros(0, np.bool_)
 
 
-def top_k_cpu(values: np.ndarray, k: int, allowed: np.ndarray | None = None) -> np.ndarray | None:
-    """Boolean mask of the ``k`` (1 <= k <= allowed count) highest float32 ``values`` among
-    ``allowed``, ties to the lower position; None when an allowed value is NaN."""
-    out = np.zeros(values.shape[0], np.bool_)
+def top_k_cpu(values: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+    """(mask, available): the boolean mask of the ``k`` highest float32 ``values`` among
+    ``allowed`` (ties to the lower position) and the number of allowed positions; available
+    is -1 when an allowed value is NaN, and the mask is meaningless unless 1 <= k <= available."""
+    out = np.empty(values.shape[0], np.bool_)
     bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
     use = allowed is not None
-    ok = _select(bits, np.ascontiguousarray(allowed) if use else _NO_ALLOWED, use, k, out)
-    return out if ok else None
+    available = _select(bits, np.ascontiguousarray(allowed) if use else _NO_ALLOWED, use, k, out)
+    return out, int(available)
