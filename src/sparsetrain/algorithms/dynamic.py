@@ -117,9 +117,10 @@ class DynamicSparsifier(Sparsifier):
 
     def _rewire(self, group: list[int], fraction: float, grads: dict) -> None:
         weights = [self.weights[i] for i in group]
-        cat = lambda parts: torch.cat([p.reshape(-1) for p in parts])  # noqa: E731
+        def cat(parts: list[torch.Tensor]) -> torch.Tensor:  # one layer: a view, no copy
+            return parts[0].reshape(-1) if len(parts) == 1 else torch.cat([p.reshape(-1) for p in parts])
         mask = cat([w.mask for w in weights])
-        active = int(mask.sum())
+        active = int(torch.count_nonzero(mask))
         target = sum(self.targets[w.name] for w in weights)
         n_keep, n_grow = self.plan(active, target, fraction, mask.numel())
         drop = cat([self.drop_scores(w, grads.get(w.name)).float() for w in weights])

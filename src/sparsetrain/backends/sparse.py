@@ -21,12 +21,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sparsetrain.backends.sparse_ops import DenseFromCSR, NumpyViews, SparseMatmul
+from sparsetrain.backends import kernels as K
+from sparsetrain.backends.sparse_ops import DenseFromCSR, NumpyViews, SparseMatmul, uses_numba
 from sparsetrain.errors import UserError
 from sparsetrain.sparse.weights import BACKENDS, SparseWeight
 
-BREAK_EVEN = 0.2
-"""Density above which a layer runs dense kernels (measured by benchmarks/sparse_mlp.py)."""
+BREAK_EVEN = 0.25
+"""Density above which a layer runs dense kernels (measured by benchmarks/sparse_mlp.py with
+the sparsetrain_kernels / sparsetrain_densepath variants: the kernels win at density 0.2
+and lose at 0.3, per layer of the benchmark MLP)."""
 
 
 class SparseLayer:
@@ -83,6 +86,11 @@ class SparseLayer:
     @property
     def weight(self) -> torch.Tensor:
         """The weight as a dense tensor (zeros where inactive); a copy, for reading."""
+        if uses_numba(self.values):
+            dense = self.values.new_empty(self.rows, self.cols)
+            ptr, col, val, _ = self.numpy_views(self.values.detach(), self.bias)
+            K.scatter_serial(ptr, col, val, dense.numpy())
+            return dense.view(self.weight_shape)
         dense = self.values.new_zeros(self.rows * self.cols)
         dense[self.flat_index()] = self.values.detach()
         return dense.view(self.weight_shape)
@@ -91,8 +99,12 @@ class SparseLayer:
     def weight_mask(self) -> torch.Tensor:
         """Boolean mask of the active weights (built once per structure; do not modify)."""
         if self._mask is None or self._mask.device != self.values.device:
-            mask = torch.zeros(self.rows * self.cols, dtype=torch.bool, device=self.values.device)
-            mask[self.flat_index()] = True
+            if self.values.device.type == "cpu":
+                mask = torch.empty(self.rows, self.cols, dtype=torch.bool)
+                K.mask_rows(self.indptr.numpy(), self.indices.numpy(), mask.numpy())
+            else:
+                mask = torch.zeros(self.rows * self.cols, dtype=torch.bool, device=self.values.device)
+                mask[self.flat_index()] = True
             self._mask = mask.view(self.weight_shape)
         return self._mask
 
@@ -102,19 +114,36 @@ class SparseLayer:
         """Make ``mask`` the active set in one rebuild. Weights in ``kept`` (a subset of the
         active ones) keep their value, gradient and optimizer state; all others start at 0."""
         device = self.values.device
-        new_flat = torch.nonzero(mask.reshape(-1).to(device)).reshape(-1)
-        old_flat = self.flat_index()
-        valid = kept.reshape(-1).to(device)[new_flat]
-        source = torch.searchsorted(old_flat, new_flat).clamp_(max=max(old_flat.numel() - 1, 0))
-        source, target = source[valid], torch.nonzero(valid).reshape(-1)
+        if device.type == "cpu":  # one numba pass over the mask: new CSR + where each survivor was
+            indptr, indices, slots = K.rebuild_csr(
+                self.indptr.numpy(), self.indices.numpy(), mask.reshape(-1).bool().contiguous().numpy(),
+                kept.reshape(-1).bool().contiguous().numpy(), self.rows, self.cols)
+            n_new = len(indices)
 
-        def remap(t: torch.Tensor) -> torch.Tensor:
-            out = t.new_zeros(new_flat.numel())
-            out[target] = t[source]
-            return out
+            def remap(t: torch.Tensor) -> torch.Tensor:
+                if not uses_numba(t):
+                    out = t.new_zeros(n_new)
+                    index = torch.from_numpy(slots)
+                    out[index >= 0] = t[index[index >= 0]]
+                    return out
+                out = t.new_empty(n_new)
+                K.remap(t.detach().numpy(), slots, out.numpy())
+                return out
+        else:
+            new_flat = torch.nonzero(mask.reshape(-1).to(device)).reshape(-1)
+            old_flat = self.flat_index()
+            valid = kept.reshape(-1).to(device)[new_flat]
+            source = torch.searchsorted(old_flat, new_flat).clamp_(max=max(old_flat.numel() - 1, 0))
+            source, target = source[valid], torch.nonzero(valid).reshape(-1)
+            n_new = new_flat.numel()
+
+            def remap(t: torch.Tensor) -> torch.Tensor:
+                out = t.new_zeros(n_new)
+                out[target] = t[source]
+                return out
 
         param = self.values
-        if new_flat.numel() == param.numel():  # same count (SET, RigL): same Parameter object
+        if n_new == param.numel():  # same count (SET, RigL): same Parameter object
             state = optimizer.state.get(param) if optimizer is not None else None
             for key, value in list((state or {}).items()):
                 if isinstance(value, torch.Tensor) and value.shape == param.shape:
@@ -126,7 +155,11 @@ class SparseLayer:
             new.grad = None if param.grad is None else remap(param.grad)
             _swap_parameter(optimizer, param, new, remap)
             self.values = new
-        self._set_structure(new_flat)
+        if device.type == "cpu":
+            self.indptr, self.indices = torch.from_numpy(indptr), torch.from_numpy(indices)
+            self._mask = None
+        else:
+            self._set_structure(new_flat)
         self.captured = None
 
     # --- compute --------------------------------------------------------------------------

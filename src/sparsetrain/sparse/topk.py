@@ -17,6 +17,15 @@ def topk_mask(scores: torch.Tensor, k: int, allowed: torch.Tensor | None = None)
     Raises ``ValueError`` if fewer than ``k`` positions are allowed.
     """
     flat = scores.detach().reshape(-1).float()
+    if flat.device.type == "cpu" and k != 0 and \
+            (allowed is None or (allowed.device.type == "cpu" and allowed.numel() == flat.numel())):
+        from sparsetrain.sparse.select import top_k_cpu  # numba: imported on first use
+        chosen_mask, available = top_k_cpu(flat.numpy(), k, None if allowed is None else
+                                           allowed.reshape(-1).bool().numpy())
+        if available >= 0:  # -1: a NaN score, which the sort below orders as largest
+            if not 0 <= k <= available:
+                raise ValueError(f"cannot choose {k} positions out of {available}")
+            return torch.from_numpy(chosen_mask).view_as(scores)
     if allowed is not None:
         allowed_flat = allowed.reshape(-1)
         available = int(torch.count_nonzero(allowed_flat))

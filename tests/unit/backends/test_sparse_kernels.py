@@ -1,0 +1,37 @@
+"""numba kernels of the sparse backend: the unrolled products and the topology rebuild."""
+
+import numpy as np
+import torch
+
+from sparsetrain.backends import kernels as K
+from sparsetrain.backends.sparse import SparseLinear
+from sparsetrain.backends.sparse_ops import SparseMatmul
+
+
+def test_gradcheck_with_rows_longer_than_the_four_weight_unrolling():
+    torch.manual_seed(0)
+    weight = torch.randn(4, 13, dtype=torch.float64)
+    mask = torch.ones(4, 13, dtype=torch.bool)
+    mask[0, :2] = False  # rows of 11, 13, 13 and 5 weights: blocks of four plus remainders
+    mask[3, 5:] = False
+    layer = SparseLinear(13, 4, weight, mask, torch.nn.Parameter(torch.randn(4, dtype=torch.float64)))
+    xt = torch.randn(13, 6, dtype=torch.float64, requires_grad=True)
+    values = layer.values.detach().clone().requires_grad_()
+    bias = layer.bias.detach().clone().requires_grad_()
+    out = SparseMatmul.apply(xt, values, bias, layer)
+    assert torch.allclose(out, (weight * mask) @ xt + bias[:, None])
+    assert torch.autograd.gradcheck(lambda x, v, b: SparseMatmul.apply(x, v, b, layer), (xt, values, bias))
+
+
+def test_rebuild_csr_finds_the_old_slot_of_each_kept_weight():
+    # old active set, row-major 2 x 4: row 0 at columns 1, 3; row 1 at columns 0, 2, 3
+    ptr, col = np.array([0, 2, 5], np.int32), np.array([1, 3, 0, 2, 3], np.int32)
+    mask = np.array([1, 1, 0, 1, 0, 0, 1, 1], bool)  # new: (0,0) grown, (1,0) dropped
+    kept = np.array([0, 1, 0, 1, 0, 0, 1, 1], bool)  # all new but (0,0) were kept
+    new_ptr, new_col, source = K.rebuild_csr(ptr, col, mask, kept, 2, 4)
+    assert new_ptr.tolist() == [0, 3, 5]
+    assert new_col.tolist() == [0, 1, 3, 2, 3]
+    assert source.tolist() == [-1, 0, 1, 3, 4]
+    out = np.empty(5, np.float32)
+    K.remap(np.array([10, 11, 12, 13, 14], np.float32), source, out)
+    assert out.tolist() == [0, 10, 11, 13, 14]
