@@ -24,7 +24,7 @@ from sparsetrain.errors import UserError
 from sparsetrain.experiments import ExperimentConfig, ResultsStore, build_spec, run
 from sparsetrain.experiments.spec import config_fields
 from sparsetrain.models import MODELS
-from sparsetrain.reporting import comparison_table, format_table, plot_comparison, write_html_report
+from sparsetrain.reporting import comparison_table, format_table, plot_comparison
 from sparsetrain.reporting import study_groups, study_table, write_study_report
 from sparsetrain.scenarios import SCENARIOS
 from sparsetrain.sparse import BACKENDS

@@ -67,6 +67,17 @@ class Method:
         Calling it again (e.g. after `load_state_dict` on resume) does nothing.
         """
 
+    def interval_steps(self, interval: int, unit: str) -> int:
+        """``interval`` in optimizer steps (``unit`` is "steps" or "epochs"), for methods that
+        act on a schedule; they need ``total_steps`` (and ``steps_per_epoch`` for epochs)."""
+        if self.total_steps is None or self.total_steps < 1:
+            raise UserError(f"{self.name} needs total_steps (the number of optimizer steps in training)")
+        if unit != "epochs":
+            return interval
+        if not self.steps_per_epoch:
+            raise UserError("interval_unit=epochs needs steps_per_epoch")
+        return interval * self.steps_per_epoch
+
     def step(self) -> None:
         """One optimizer step (plus whatever the method does around it)."""
         if self.optimizer is not None:

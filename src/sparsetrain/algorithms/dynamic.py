@@ -9,7 +9,6 @@ import torch
 
 from sparsetrain.algorithms.base import Sparsifier, SparsityConfig
 from sparsetrain.config import check_range, option
-from sparsetrain.errors import UserError
 from sparsetrain.schedules import ANNEALING, DecaySchedule, UpdateSchedule
 from sparsetrain.sparse import SparseWeight, generator, random_scores, topk_mask
 
@@ -50,13 +49,7 @@ class DynamicSparsifier(Sparsifier):
     def __init__(self, model, optimizer=None, **kwargs: Any) -> None:
         super().__init__(model, optimizer, **kwargs)
         cfg = self.config
-        if self.total_steps is None or self.total_steps < 1:
-            raise UserError(f"{self.name} needs total_steps (the number of optimizer steps in training)")
-        interval = cfg.update_interval
-        if cfg.interval_unit == "epochs":
-            if not self.steps_per_epoch:
-                raise UserError("interval_unit=epochs needs steps_per_epoch")
-            interval *= self.steps_per_epoch
+        interval = self.interval_steps(cfg.update_interval, cfg.interval_unit)
         self.stop_step = int(cfg.stop_fraction * self.total_steps)
         self.schedule = UpdateSchedule(interval=interval, stop=self.stop_step)
         self.drop_schedule = DecaySchedule(cfg.drop_fraction, self.stop_step, cfg.anneal)

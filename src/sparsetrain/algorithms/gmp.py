@@ -61,13 +61,7 @@ class GradualPruning:
 
     def _gradual_schedule(self) -> CubicSchedule:
         cfg = self.config
-        if self.total_steps is None or self.total_steps < 1:
-            raise UserError(f"{self.name} needs total_steps (the number of optimizer steps in training)")
-        interval = cfg.update_interval
-        if cfg.interval_unit == "epochs":
-            if not self.steps_per_epoch:
-                raise UserError("interval_unit=epochs needs steps_per_epoch")
-            interval *= self.steps_per_epoch
+        interval = self.interval_steps(cfg.update_interval, cfg.interval_unit)
         start = int(cfg.start_fraction * self.total_steps)
         end = int(cfg.end_fraction * self.total_steps)
         if start + interval > self.total_steps:

@@ -16,14 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from sparsetrain.data import DatasetSplits
-from sparsetrain.scenarios.base import (
-    SCENARIOS,
-    NoisyData,
-    Scenario,
-    ScenarioContext,
-    register_scenario,
-    rng_for,
-)
+from sparsetrain.scenarios.base import SCENARIOS, ScenarioContext
 
 
 def active_scenarios(config: Any) -> list[str]:
