@@ -108,7 +108,7 @@ class Sparsifier(Method):
         cfg = self.config
         names = select_weights(model, dense_first=cfg.dense_first, dense_last=cfg.dense_last,
                                include=cfg.include, exclude=cfg.exclude)
-        self.weights = attach(model, names, cfg.backend)
+        self.weights = attach(model, names, cfg.backend, optimizer)
         self.targets = self._allocate()
         self.ever_active = {w.name: torch.zeros_like(w.mask) for w in self.weights}
         self.init_masks()

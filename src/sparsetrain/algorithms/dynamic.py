@@ -11,7 +11,7 @@ from sparsetrain.algorithms.base import Sparsifier, SparsityConfig
 from sparsetrain.config import check_range, option
 from sparsetrain.errors import UserError
 from sparsetrain.schedules import ANNEALING, DecaySchedule, UpdateSchedule
-from sparsetrain.sparse import SparseWeight, generator, random_scores, topk_mask, zero_optimizer_state
+from sparsetrain.sparse import SparseWeight, generator, random_scores, topk_mask
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,7 @@ class DynamicSparsifier(Sparsifier):
         self.stop_step = int(cfg.stop_fraction * self.total_steps)
         self.schedule = UpdateSchedule(interval=interval, stop=self.stop_step)
         self.drop_schedule = DecaySchedule(cfg.drop_fraction, self.stop_step, cfg.anneal)
+        self._arm_dense_grads()
 
     # --- what a method overrides -------------------------------------------------------
     def drop_scores(self, weight: SparseWeight, grad: torch.Tensor | None) -> torch.Tensor:
@@ -86,6 +87,18 @@ class DynamicSparsifier(Sparsifier):
         super().step()
         if due:
             self.update_topology(grads)
+        self._arm_dense_grads()
+
+    def _arm_dense_grads(self) -> None:
+        """Tell each weight whether the coming backward feeds an update that reads the dense
+        gradient, so a sparse backend records it only then (one step ahead)."""
+        wanted = self.needs_dense_grad and self.schedule.is_update(self.step_count + 1)
+        for w in self.weights:
+            w.want_dense_grad(wanted)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self._arm_dense_grads()
 
     def _dense_grads(self) -> dict[str, torch.Tensor | None]:
         return {w.name: None if (g := w.dense_grad()) is None else g.clone() for w in self.weights}
@@ -122,11 +135,7 @@ class DynamicSparsifier(Sparsifier):
         grow = topk_mask(cat(grow_parts), n_grow, allowed=candidates)
         sizes = [w.numel for w in weights]
         for w, kept, grown in zip(weights, keep.split(sizes), grow.split(sizes)):
-            kept, grown = kept.view(w.shape), grown.view(w.shape)
-            w.set_mask(kept)            # drop: pruned weights become 0
-            w.set_mask(kept | grown)    # grow: new weights start at 0
-            w.mask_grad()               # no stale gradient on a weight just dropped
-            zero_optimizer_state(self.optimizer, w.parameter, ~kept)
+            w.rewire(kept.view(w.shape), grown.view(w.shape), self.optimizer)
 
     def current_targets(self) -> dict[str, int]:
         if self.config.ranking == "global":  # only the total is fixed; layers may trade weights

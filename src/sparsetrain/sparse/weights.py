@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from sparsetrain.registry import Registry
+from sparsetrain.sparse.optim_state import zero_optimizer_state
 
 
 class SparseWeight(ABC):
@@ -52,6 +53,20 @@ class SparseWeight(ABC):
     def apply_mask(self) -> None:
         """Force inactive weights to exactly 0."""
 
+    def rewire(self, kept: torch.Tensor, grown: torch.Tensor,
+               optimizer: torch.optim.Optimizer | None) -> None:
+        """One topology update: keep ``kept`` (values and optimizer state), add ``grown`` at 0
+        with zero optimizer state, drop every other weight. Backends with their own storage
+        override this to rebuild once and move the optimizer state with the weights."""
+        self.set_mask(kept)            # drop: pruned weights become 0
+        self.set_mask(kept | grown)    # grow: new weights start at 0
+        self.mask_grad()               # no stale gradient on a weight just dropped
+        zero_optimizer_state(optimizer, self.parameter, ~kept)
+
+    def want_dense_grad(self, flag: bool) -> None:
+        """Whether the next backward must make `dense_grad` available (RigL/MEST update steps).
+        A masked weight always has it; a sparse backend records what it needs only when asked."""
+
     @property
     def shape(self) -> torch.Size:
         return self.mask.shape
@@ -69,7 +84,13 @@ BACKENDS: Registry = Registry("backend")
 """Backend name -> ``factory(model, parameter_name) -> SparseWeight``."""
 
 
-def attach(model: nn.Module, names: list[str], backend: str = "masked") -> list[SparseWeight]:
-    """Wrap the named parameters of ``model`` with the chosen backend."""
+def attach(model: nn.Module, names: list[str], backend: str = "masked",
+           optimizer: torch.optim.Optimizer | None = None) -> list[SparseWeight]:
+    """Wrap the named parameters of ``model`` with the chosen backend.
+
+    A factory with ``takes_optimizer = True`` (a backend that replaces parameters, like
+    ``sparse``) also gets the optimizer, whose parameters and state it must swap.
+    """
     factory = BACKENDS.get(backend)
-    return [factory(model, name) for name in names]
+    extra = {"optimizer": optimizer} if getattr(factory, "takes_optimizer", False) else {}
+    return [factory(model, name, **extra) for name in names]

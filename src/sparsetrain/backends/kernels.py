@@ -1,0 +1,128 @@
+"""numba kernels for a CSR weight ``W`` (rows = outputs) and feature-major activations.
+
+Activations are kept as ``(features, batch)`` C-contiguous arrays (the transpose of the
+usual ``(batch, features)`` layout), so every inner loop runs over a contiguous batch
+vector: the forward is a row-wise CSR x dense product, the weight gradient is a dot of
+two contiguous rows per active weight (SDDMM), and the input gradient scatters rows.
+Parallel versions split rows (forward, SDDMM) or batch columns (input gradient, which
+scatters and would race if split by rows); serial versions avoid the thread start-up
+cost on tiny problems. Outputs are preallocated by the caller.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import prange
+
+_OPTS = dict(nogil=True, fastmath=True, cache=False)
+
+
+@numba.njit(**_OPTS)
+def _spmm_rows(ptr, col, val, xt, bias, out, r0, r1):
+    nb = xt.shape[1]
+    for r in range(r0, r1):
+        acc = out[r]
+        b = bias[r] if bias.shape[0] else 0.0
+        for j in range(nb):
+            acc[j] = b
+        for k in range(ptr[r], ptr[r + 1]):
+            v = val[k]
+            src = xt[col[k]]
+            for j in range(nb):
+                acc[j] += v * src[j]
+
+
+@numba.njit(**_OPTS)
+def spmm_serial(ptr, col, val, xt, bias, out):
+    """out[r, :] = bias[r] + sum_k val[k] * xt[col[k], :] over row r's entries."""
+    _spmm_rows(ptr, col, val, xt, bias, out, 0, out.shape[0])
+
+
+@numba.njit(parallel=True, **_OPTS)
+def spmm_parallel(ptr, col, val, xt, bias, out):
+    n = out.shape[0]
+    chunks = numba.get_num_threads() * 4
+    step = (n + chunks - 1) // chunks
+    for c in prange(chunks):
+        _spmm_rows(ptr, col, val, xt, bias, out, min(c * step, n), min((c + 1) * step, n))
+
+
+@numba.njit(**_OPTS)
+def _spmm_t_cols(ptr, col, val, gt, out, j0, j1):
+    for i in range(out.shape[0]):
+        row = out[i]
+        for j in range(j0, j1):
+            row[j] = 0.0
+    for r in range(ptr.shape[0] - 1):
+        g = gt[r]
+        for k in range(ptr[r], ptr[r + 1]):
+            v = val[k]
+            dst = out[col[k]]
+            for j in range(j0, j1):
+                dst[j] += v * g[j]
+
+
+@numba.njit(**_OPTS)
+def spmm_t_serial(ptr, col, val, gt, out):
+    """out = W^T @ gt: out[col[k], :] += val[k] * gt[r, :]."""
+    _spmm_t_cols(ptr, col, val, gt, out, 0, out.shape[1])
+
+
+@numba.njit(parallel=True, **_OPTS)
+def spmm_t_parallel(ptr, col, val, gt, out):
+    nb = out.shape[1]
+    chunks = numba.get_num_threads()
+    step = (nb + chunks - 1) // chunks
+    for c in prange(chunks):
+        _spmm_t_cols(ptr, col, val, gt, out, min(c * step, nb), min((c + 1) * step, nb))
+
+
+@numba.njit(**_OPTS)
+def _sddmm_rows(ptr, col, gt, xt, out, r0, r1):
+    nb = xt.shape[1]
+    for r in range(r0, r1):
+        g = gt[r]
+        for k in range(ptr[r], ptr[r + 1]):
+            x = xt[col[k]]
+            s = 0.0
+            for j in range(nb):
+                s += g[j] * x[j]
+            out[k] = s
+
+
+@numba.njit(**_OPTS)
+def sddmm_serial(ptr, col, gt, xt, out):
+    """out[k] = gt[r, :] . xt[col[k], :] for every active weight k in row r."""
+    _sddmm_rows(ptr, col, gt, xt, out, 0, gt.shape[0])
+
+
+@numba.njit(parallel=True, **_OPTS)
+def sddmm_parallel(ptr, col, gt, xt, out):
+    n = gt.shape[0]
+    chunks = numba.get_num_threads() * 4
+    step = (n + chunks - 1) // chunks
+    for c in prange(chunks):
+        _sddmm_rows(ptr, col, gt, xt, out, min(c * step, n), min((c + 1) * step, n))
+
+
+@numba.njit(**_OPTS)
+def row_sums(gt, out):
+    """out[r] = sum_j gt[r, j] (the bias gradient in the feature-major layout)."""
+    for r in range(gt.shape[0]):
+        s = 0.0
+        g = gt[r]
+        for j in range(gt.shape[1]):
+            s += g[j]
+        out[r] = s
+
+
+PARALLEL_WORK = 200_000
+"""Multiply-adds below which the serial kernel wins (thread start-up costs ~10 us)."""
+
+
+def pick(work: int, serial, parallel):
+    return parallel if work >= PARALLEL_WORK and numba.get_num_threads() > 1 else serial
+
+
+EMPTY = {np.dtype(np.float32): np.zeros(0, np.float32), np.dtype(np.float64): np.zeros(0, np.float64)}

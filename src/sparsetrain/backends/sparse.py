@@ -1,0 +1,421 @@
+"""Sparse backend: layers that store only their active weights (CSR) and compute with them.
+
+A `SparseLinear`, `SparseConv1d` or `SparseConv2d` keeps ``values`` (the active weights,
+the tensor the optimizer updates), ``indptr`` (row starts, one row per output) and
+``indices`` (int32 column of each active weight); Conv layers run as im2col + the same
+sparse matrix product. Outputs of a 2-d Linear are returned as a transposed view, so the
+next sparse layer reads its input in the feature-major layout its kernel wants without a
+copy. A layer denser than `BREAK_EVEN` runs a dense matmul over its scattered weights
+(same storage, same gradients), so the backend is never slower than the masked one.
+
+Persistent state per active weight: 4 bytes value + 4 bytes column index (+ the optimizer's
+state on ``values``: 4 bytes for SGD momentum, 8 for Adam), plus 8 bytes per output row.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sparsetrain.backends.sparse_ops import SparseMatmul
+from sparsetrain.errors import UserError
+from sparsetrain.sparse.weights import BACKENDS, SparseWeight
+
+BREAK_EVEN = 0.15
+"""Density above which a layer runs dense kernels (measured by benchmarks/sparse_mlp.py)."""
+
+
+class SparseLayer:
+    """Storage and the sparse product shared by the sparse Linear and Conv layers."""
+
+    values: nn.Parameter
+    indptr: torch.Tensor
+    indices: torch.Tensor
+    weight_shape: tuple[int, ...]
+
+    def _init_storage(self, weight: torch.Tensor, mask: torch.Tensor, bias: nn.Parameter | None) -> None:
+        self.weight_shape = tuple(weight.shape)
+        self.rows = weight.shape[0]
+        self.cols = math.prod(weight.shape[1:])
+        flat = torch.nonzero(mask.reshape(-1)).reshape(-1)
+        self.values = nn.Parameter(weight.detach().reshape(-1)[flat].clone(),
+                                   requires_grad=weight.requires_grad)
+        self.register_buffer("indptr", torch.zeros(self.rows + 1, dtype=torch.int64, device=weight.device))
+        self.register_buffer("indices", torch.zeros(0, dtype=torch.int32, device=weight.device))
+        self.bias = bias
+        self.capture = False
+        self.captured: Any = None
+        self._set_structure(flat)
+
+    # --- structure ------------------------------------------------------------------------
+    @property
+    def nnz(self) -> int:
+        return self.values.numel()
+
+    @property
+    def density(self) -> float:
+        return self.nnz / (self.rows * self.cols)
+
+    @property
+    def dense(self) -> bool:
+        """True when this layer runs dense kernels (density above `BREAK_EVEN`)."""
+        return self.density > BREAK_EVEN
+
+    def flat_index(self) -> torch.Tensor:
+        """Row-major flat position of every active weight, ascending (int64)."""
+        counts = self.indptr[1:] - self.indptr[:-1]
+        rows = torch.repeat_interleave(torch.arange(self.rows, device=self.indptr.device), counts)
+        return rows * self.cols + self.indices.long()
+
+    def _set_structure(self, flat: torch.Tensor) -> None:
+        counts = torch.bincount(flat // self.cols, minlength=self.rows)
+        self.indptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)]).to(self.indptr.device)
+        self.indices = (flat % self.cols).to(torch.int32)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The weight as a dense tensor (zeros where inactive); a copy, for reading."""
+        dense = self.values.new_zeros(self.rows * self.cols)
+        dense[self.flat_index()] = self.values.detach()
+        return dense.view(self.weight_shape)
+
+    @property
+    def weight_mask(self) -> torch.Tensor:
+        mask = torch.zeros(self.rows * self.cols, dtype=torch.bool, device=self.values.device)
+        mask[self.flat_index()] = True
+        return mask.view(self.weight_shape)
+
+    @torch.no_grad()
+    def restructure(self, mask: torch.Tensor, kept: torch.Tensor,
+                    optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Make ``mask`` the active set in one rebuild. Weights in ``kept`` (a subset of the
+        active ones) keep their value, gradient and optimizer state; all others start at 0."""
+        device = self.values.device
+        new_flat = torch.nonzero(mask.reshape(-1).to(device)).reshape(-1)
+        old_flat = self.flat_index()
+        valid = kept.reshape(-1).to(device)[new_flat]
+        source = torch.searchsorted(old_flat, new_flat).clamp_(max=max(old_flat.numel() - 1, 0))
+        source, target = source[valid], torch.nonzero(valid).reshape(-1)
+
+        def remap(t: torch.Tensor) -> torch.Tensor:
+            out = t.new_zeros(new_flat.numel())
+            out[target] = t[source]
+            return out
+
+        param = self.values
+        if new_flat.numel() == param.numel():  # same count (SET, RigL): same Parameter object
+            state = optimizer.state.get(param) if optimizer is not None else None
+            for key, value in list((state or {}).items()):
+                if isinstance(value, torch.Tensor) and value.shape == param.shape:
+                    state[key] = remap(value)
+            param.grad = None if param.grad is None else remap(param.grad)
+            param.data = remap(param.data)
+        else:  # a new count (MEST): a new Parameter, since autograd caches the old shape
+            new = nn.Parameter(remap(param.data), requires_grad=param.requires_grad)
+            new.grad = None if param.grad is None else remap(param.grad)
+            _swap_parameter(optimizer, param, new, remap)
+            self.values = new
+        self._set_structure(new_flat)
+        self.captured = None
+
+    # --- compute --------------------------------------------------------------------------
+    def matmul(self, xt: torch.Tensor) -> torch.Tensor:
+        """``W @ xt + bias[:, None]`` for a feature-major input ``xt`` of shape (cols, batch)."""
+        if self.dense:
+            w = self.values.new_zeros(self.rows * self.cols).index_put((self.flat_index(),), self.values)
+            w = w.view(self.rows, self.cols)
+            if self.capture and w.requires_grad:
+                w.retain_grad()
+                self.captured = w
+            if self.bias is None:
+                return w @ xt
+            return torch.addmm(self.bias.unsqueeze(1), w, xt)
+        return SparseMatmul.apply(xt, self.values, self.bias, self.indptr, self.indices, self.rows,
+                                  self if self.capture else None)
+
+    def dense_grad(self) -> torch.Tensor | None:
+        """Gradient at every position: from the captured backward if any, else the active
+        gradient scattered (zeros elsewhere); None before the first backward."""
+        captured = self.captured
+        if isinstance(captured, torch.Tensor) and captured.grad is not None:
+            return captured.grad.detach().reshape(self.weight_shape).clone()
+        if isinstance(captured, tuple):
+            xt, gyt = captured
+            return (gyt @ xt.t()).reshape(self.weight_shape)
+        grad = self.values.grad
+        if grad is None:
+            return None
+        dense = grad.new_zeros(self.rows * self.cols)
+        dense[self.flat_index()] = grad
+        return dense.view(self.weight_shape)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001
+        # the number of active weights may differ from the current one (e.g. MEST)
+        values, indices = state_dict.get(prefix + "values"), state_dict.get(prefix + "indices")
+        if values is not None and values.shape != self.values.shape:
+            self.values.data = self.values.data.new_empty(values.shape)
+        if indices is not None and indices.shape != self.indices.shape:
+            self.indices = self.indices.new_empty(indices.shape)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+class SparseLinear(SparseLayer, nn.Linear):
+    """``nn.Linear`` storing only its active weights."""
+
+    def __init__(self, in_features: int, out_features: int, weight: torch.Tensor, mask: torch.Tensor,
+                 bias: nn.Parameter | None) -> None:
+        nn.Module.__init__(self)
+        self.in_features, self.out_features = in_features, out_features
+        self._init_storage(weight, mask, bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2:  # (batch, in) -> transposed view in, transposed view out: no copies
+            return self.matmul(x.t()).t()
+        lead = x.shape[:-1]
+        return self.matmul(x.reshape(-1, self.in_features).t()).t().reshape(*lead, self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, " \
+               f"nnz={self.nnz}, density={self.density:.4f}, bias={self.bias is not None}"
+
+
+class _SparseConv(SparseLayer):
+    """im2col (``F.unfold``) followed by the sparse product; groups=1, zero padding."""
+
+    spatial: int
+
+    def _conv_init(self, conv: nn.Module, weight: torch.Tensor, mask: torch.Tensor) -> None:
+        nn.Module.__init__(self)
+        for attr in ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation",
+                     "groups", "padding_mode", "transposed", "output_padding"):
+            setattr(self, attr, getattr(conv, attr))
+        self._init_storage(weight, mask, conv.bias)
+
+    def _unfold_args(self, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        pad = (0,) * self.spatial if self.padding == "valid" else self.padding
+        if self.padding == "same":
+            pads = []
+            for k, d in zip(reversed(self.kernel_size), reversed(self.dilation)):
+                total = d * (k - 1)
+                pads += [total // 2, total - total // 2]
+            x, pad = F.pad(x, pads), (0,) * self.spatial
+        return x, dict(kernel_size=self.kernel_size, dilation=self.dilation, padding=pad, stride=self.stride)
+
+    def _conv(self, x4: torch.Tensor, args: dict) -> torch.Tensor:
+        n = x4.shape[0]
+        cols = F.unfold(x4, **args)  # (n, C*k*k, L)
+        positions = cols.shape[2]
+        xt = cols.transpose(0, 1).reshape(self.cols, n * positions)
+        yt = self.matmul(xt)  # (out, n*L)
+        return yt.view(self.rows, n, positions).transpose(0, 1)  # (n, out, L)
+
+
+class SparseConv2d(_SparseConv, nn.Conv2d):
+    """``nn.Conv2d`` (groups=1, zero padding) storing only its active weights."""
+
+    spatial = 2
+
+    def __init__(self, conv: nn.Conv2d, weight: torch.Tensor, mask: torch.Tensor) -> None:
+        self._conv_init(conv, weight, mask)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x, args = self._unfold_args(x)
+        h, w = x.shape[-2:]
+        ho = (h + 2 * args["padding"][0] - self.dilation[0] * (self.kernel_size[0] - 1) - 1) // self.stride[0] + 1
+        wo = (w + 2 * args["padding"][1] - self.dilation[1] * (self.kernel_size[1] - 1) - 1) // self.stride[1] + 1
+        return self._conv(x, args).reshape(x.shape[0], self.rows, ho, wo)
+
+    def extra_repr(self) -> str:
+        return nn.Conv2d.extra_repr(self) + f", nnz={self.nnz}, density={self.density:.4f}"
+
+
+class SparseConv1d(_SparseConv, nn.Conv1d):
+    """``nn.Conv1d`` (groups=1, zero padding) storing only its active weights."""
+
+    spatial = 1
+
+    def __init__(self, conv: nn.Conv1d, weight: torch.Tensor, mask: torch.Tensor) -> None:
+        self._conv_init(conv, weight, mask)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x, args = self._unfold_args(x)
+        args = {k: (1, *v) if k != "padding" else (0, *v) for k, v in args.items()}
+        return self._conv(x.unsqueeze(2), args)
+
+    def extra_repr(self) -> str:
+        return nn.Conv1d.extra_repr(self) + f", nnz={self.nnz}, density={self.density:.4f}"
+
+
+SPARSE_LAYERS = (SparseLinear, SparseConv1d, SparseConv2d)
+
+
+# --- conversion ---------------------------------------------------------------------------
+def _sparse_module(module: nn.Module, name: str, mask: torch.Tensor) -> SparseLayer:
+    weight = module.weight
+    if isinstance(module, nn.Linear):
+        return SparseLinear(module.in_features, module.out_features, weight, mask, module.bias)
+    if isinstance(module, (nn.Conv1d, nn.Conv2d)) and not isinstance(module, nn.Conv3d):
+        if module.groups != 1 or module.padding_mode != "zeros":
+            raise UserError(f"layer {name!r}: the sparse backend supports convolutions with groups=1 "
+                            "and padding_mode='zeros' only; exclude it (exclude=...) or use backend=masked")
+        cls = SparseConv2d if isinstance(module, nn.Conv2d) else SparseConv1d
+        return cls(module, weight, mask)
+    raise UserError(f"layer {name!r} ({type(module).__name__}): the sparse backend supports Linear, "
+                    "Conv1d and Conv2d; exclude it (exclude=...) or use backend=masked")
+
+
+def _replace(model: nn.Module, module_name: str, new: nn.Module) -> None:
+    parent_name, _, child = module_name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+def _swap_parameter(optimizer: torch.optim.Optimizer | None, old: torch.Tensor, new: torch.Tensor,
+                    convert) -> None:
+    """Put ``new`` where ``old`` was in the optimizer, with its state passed through ``convert``."""
+    if optimizer is None:
+        return
+    for group in optimizer.param_groups:
+        for i, p in enumerate(group["params"]):
+            if p is old:
+                group["params"][i] = new
+    state = optimizer.state.pop(old, None)
+    if state is not None:
+        optimizer.state[new] = {k: convert(v) if isinstance(v, torch.Tensor) and v.shape == old.shape else v
+                                for k, v in state.items()}
+
+
+def _module_names(model: nn.Module, names: list[str] | None, kinds: tuple[type, ...]) -> list[str]:
+    if names is None:
+        return [n for n, m in model.named_modules() if isinstance(m, kinds) and n]
+    return [n[: -len(".weight")] if n.endswith(".weight") else n for n in names]
+
+
+@torch.no_grad()
+def to_sparse(model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
+              names: list[str] | None = None) -> list[str]:
+    """Replace Linear/Conv layers of ``model`` in place by sparse ones; returns their names.
+
+    ``names`` are module or ``<module>.weight`` names (default: every layer carrying a
+    ``weight_mask`` buffer, i.e. a masked-backend model). The active set is the layer's
+    ``weight_mask`` if it has one, else every weight. The optimizer's parameter and its
+    state (momentum, Adam moments) move to the sparse ``values``, position by position.
+    """
+    if names is None:
+        names = [n for n, m in model.named_modules()
+                 if n and not isinstance(m, SparseLayer) and getattr(m, "weight_mask", None) is not None]
+    else:
+        names = _module_names(model, names, ())
+    for module_name in names:
+        module = model.get_submodule(module_name)
+        if isinstance(module, SparseLayer):
+            continue
+        mask = getattr(module, "weight_mask", None)
+        mask = torch.ones_like(module.weight, dtype=torch.bool) if mask is None else mask.bool()
+        new = _sparse_module(module, module_name, mask)
+        flat = torch.nonzero(mask.reshape(-1)).reshape(-1)
+        _swap_parameter(optimizer, module.weight, new.values, lambda t: t.reshape(-1)[flat].clone())
+        _replace(model, module_name, new)
+    return names
+
+
+@torch.no_grad()
+def to_masked(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> list[str]:
+    """Turn every sparse layer back into a dense Linear/Conv with a ``weight_mask`` buffer
+    (the masked backend's format), moving optimizer state back; returns the layer names."""
+    names = [n for n, m in model.named_modules() if isinstance(m, SparseLayer)]
+    for module_name in names:
+        sparse = model.get_submodule(module_name)
+        flat = sparse.flat_index()
+        if isinstance(sparse, SparseLinear):
+            dense = nn.Linear(sparse.in_features, sparse.out_features, bias=False)
+        else:
+            cls = nn.Conv2d if isinstance(sparse, SparseConv2d) else nn.Conv1d
+            dense = cls(sparse.in_channels, sparse.out_channels, sparse.kernel_size, stride=sparse.stride,
+                        padding=sparse.padding, dilation=sparse.dilation, bias=False)
+        dense = dense.to(device=sparse.values.device, dtype=sparse.values.dtype)
+        dense.weight = nn.Parameter(sparse.weight.clone(), requires_grad=sparse.values.requires_grad)
+        dense.bias = sparse.bias
+        dense.register_buffer("weight_mask", sparse.weight_mask)
+
+        def scatter(t: torch.Tensor, shape=sparse.weight_shape, flat=flat) -> torch.Tensor:
+            out = t.new_zeros(math.prod(shape))
+            out[flat] = t
+            return out.view(shape)
+
+        _swap_parameter(optimizer, sparse.values, dense.weight, scatter)
+        _replace(model, module_name, dense)
+    return names
+
+
+# --- the SparseWeight protocol --------------------------------------------------------------
+class SparseBackendWeight(SparseWeight):
+    """A layer's weight on the sparse backend; converts the layer (and the optimizer's
+    parameter) to sparse storage when attached."""
+
+    takes_optimizer = True
+
+    def __init__(self, model: nn.Module, name: str, optimizer: torch.optim.Optimizer | None = None) -> None:
+        self.name = name
+        module_name = name[: -len(".weight")] if name.endswith(".weight") else ""
+        if not name.endswith("weight"):
+            raise UserError(f"the sparse backend sparsifies layer weights only, not {name!r}")
+        module = model.get_submodule(module_name) if module_name else model
+        if not isinstance(module, SparseLayer):
+            to_sparse(model, optimizer, [module_name])
+            module = model.get_submodule(module_name)
+        self.module: SparseLayer = module
+        self.optimizer = optimizer
+
+    @property
+    def mask(self) -> torch.Tensor:
+        return self.module.weight_mask
+
+    @property
+    def values(self) -> torch.Tensor:
+        return self.module.weight
+
+    @property
+    def parameter(self) -> torch.Tensor:
+        return self.module.values
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size(self.module.weight_shape)
+
+    @property
+    def numel(self) -> int:
+        return self.module.rows * self.module.cols
+
+    @property
+    def active(self) -> int:
+        return self.module.nnz
+
+    def dense_grad(self) -> torch.Tensor | None:
+        return self.module.dense_grad()
+
+    def set_mask(self, mask: torch.Tensor) -> None:
+        mask = mask.bool()
+        self.module.restructure(mask, mask & self.mask, self.optimizer)
+
+    def mask_grad(self) -> None:
+        """Nothing to do: only active weights have a gradient."""
+
+    def apply_mask(self) -> None:
+        """Nothing to do: inactive weights are not stored."""
+
+    def rewire(self, kept: torch.Tensor, grown: torch.Tensor, optimizer: torch.optim.Optimizer | None) -> None:
+        self.module.restructure(kept | grown, kept, optimizer)
+
+    def want_dense_grad(self, flag: bool) -> None:
+        self.module.capture = flag
+        if not flag:
+            self.module.captured = None
+
+
+BACKENDS.register("sparse", help="only active weights stored (CSR) with sparse kernels; Linear, Conv1d, "
+                                 "Conv2d; dense kernels above a break-even density")(SparseBackendWeight)

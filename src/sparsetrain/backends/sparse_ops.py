@@ -1,0 +1,87 @@
+"""The one autograd op of the sparse backend: ``yt = W @ xt + bias`` with W in CSR.
+
+``xt`` is feature-major, ``(in_features, batch)``; so is the result ``(out_features,
+batch)``. On CPU the forward, input gradient and weight gradient (at active positions
+only, an SDDMM) are numba kernels writing into preallocated outputs; elsewhere (CUDA)
+they are torch sparse CSR ops. The input gradient is skipped when the input does not
+need one (the first layer), and the bias is added inside the forward kernel.
+
+RigL and MEST need the gradient at every position at update steps only: a layer whose
+``capture`` flag is set keeps ``(xt, gyt)`` of its last backward so the dense gradient
+``gyt @ xt.T`` can be formed once, at the update; no other step pays for it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from sparsetrain.backends import kernels as K
+
+_NUMBA_DTYPES = (torch.float32, torch.float64)
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().numpy()
+
+
+def uses_numba(t: torch.Tensor) -> bool:
+    return t.device.type == "cpu" and t.dtype in _NUMBA_DTYPES
+
+
+class SparseMatmul(torch.autograd.Function):
+    """``yt = W @ xt (+ bias)`` for W given by (indptr, indices, values) of shape (rows, cols)."""
+
+    @staticmethod
+    def forward(ctx: Any, xt: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | None,
+                indptr: torch.Tensor, indices: torch.Tensor, rows: int, layer: Any) -> torch.Tensor:
+        nb = xt.shape[1]
+        if not xt.is_contiguous():
+            xt = xt.contiguous()
+        if uses_numba(xt) and values.dtype == xt.dtype:
+            out = torch.empty((rows, nb), dtype=xt.dtype)
+            b = _np(bias) if bias is not None else K.EMPTY[np.dtype(_np(values).dtype)]
+            kern = K.pick(values.numel() * nb, K.spmm_serial, K.spmm_parallel)
+            kern(_np(indptr), _np(indices), _np(values), _np(xt), b, out.numpy())
+        else:
+            w = torch.sparse_csr_tensor(indptr, indices, values.detach(), (rows, xt.shape[0]))
+            out = w @ xt
+            if bias is not None:
+                out += bias.detach().unsqueeze(1)
+        ctx.save_for_backward(xt, values, indptr, indices)
+        ctx.has_bias = bias is not None
+        ctx.layer = layer
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, gyt: torch.Tensor):
+        xt, values, indptr, indices = ctx.saved_tensors
+        gyt = gyt.contiguous()
+        layer, rows, cols, nb = ctx.layer, gyt.shape[0], xt.shape[0], xt.shape[1]
+        if layer is not None and layer.capture:
+            layer.captured = (xt, gyt)
+        need_x, need_w, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]
+        gx = gw = gb = None
+        if uses_numba(xt) and gyt.dtype == xt.dtype:
+            args = (_np(indptr), _np(indices))
+            if need_w:
+                gw = torch.empty_like(values)
+                K.pick(values.numel() * nb, K.sddmm_serial, K.sddmm_parallel)(*args, _np(gyt), _np(xt), gw.numpy())
+            if need_x:
+                gx = torch.empty((cols, nb), dtype=xt.dtype)
+                K.spmm_t_serial(*args, _np(values), _np(gyt), gx.numpy())
+            if need_b:
+                gb = torch.empty(rows, dtype=gyt.dtype)
+                K.row_sums(_np(gyt), gb.numpy())
+        else:
+            if need_w:
+                pattern = torch.sparse_csr_tensor(indptr, indices, torch.zeros_like(values), (rows, cols))
+                gw = torch.sparse.sampled_addmm(pattern, gyt, xt.t()).values()
+            if need_x:
+                w = torch.sparse_csr_tensor(indptr, indices, values.detach(), (rows, cols))
+                gx = w.t() @ gyt
+            if need_b:
+                gb = gyt.sum(1)
+        return gx, gw, gb, None, None, None, None
