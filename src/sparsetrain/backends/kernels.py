@@ -11,9 +11,16 @@ cost on tiny problems. Outputs are preallocated by the caller.
 
 from __future__ import annotations
 
+import os
+
 import numba
 import numpy as np
+import torch
 from numba import prange
+
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    # workers that sleep between kernels: an OpenMP pool beside torch's would spin against it
+    numba.config.THREADING_LAYER = "workqueue"
 
 _OPTS = dict(nogil=True, fastmath=True, cache=False)
 
@@ -23,9 +30,11 @@ def _spmm_rows(ptr, col, val, xt, bias, out, r0, r1):
     nb = xt.shape[1]
     for r in range(r0, r1):
         acc = out[r]
-        b = bias[r] if bias.shape[0] else 0.0
-        for j in range(nb):
-            acc[j] = b
+        if bias.shape[0]:
+            for j in range(nb):
+                acc[j] = bias[r]
+        else:
+            acc[:] = 0
         for k in range(ptr[r], ptr[r + 1]):
             v = val[k]
             src = xt[col[k]]
@@ -85,8 +94,8 @@ def _sddmm_rows(ptr, col, gt, xt, out, r0, r1):
         g = gt[r]
         for k in range(ptr[r], ptr[r + 1]):
             x = xt[col[k]]
-            s = 0.0
-            for j in range(nb):
+            s = g[0] * x[0]  # accumulate in the data's own precision (vectorises)
+            for j in range(1, nb):
                 s += g[j] * x[j]
             out[k] = s
 
@@ -110,9 +119,9 @@ def sddmm_parallel(ptr, col, gt, xt, out):
 def row_sums(gt, out):
     """out[r] = sum_j gt[r, j] (the bias gradient in the feature-major layout)."""
     for r in range(gt.shape[0]):
-        s = 0.0
         g = gt[r]
-        for j in range(gt.shape[1]):
+        s = g[0]
+        for j in range(1, gt.shape[1]):
             s += g[j]
         out[r] = s
 
@@ -121,8 +130,21 @@ PARALLEL_WORK = 200_000
 """Multiply-adds below which the serial kernel wins (thread start-up costs ~10 us)."""
 
 
+_threads = [1]
+
+
 def pick(work: int, serial, parallel):
-    return parallel if work >= PARALLEL_WORK and numba.get_num_threads() > 1 else serial
+    """The parallel kernel for big problems when torch is allowed more than one thread
+    (numba's thread count follows ``torch.get_num_threads()``)."""
+    if work < PARALLEL_WORK:
+        return serial
+    n = min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)
+    if n <= 1:
+        return serial
+    if n != _threads[0]:
+        numba.set_num_threads(n)
+        _threads[0] = n
+    return parallel
 
 
 EMPTY = {np.dtype(np.float32): np.zeros(0, np.float32), np.dtype(np.float64): np.zeros(0, np.float64)}

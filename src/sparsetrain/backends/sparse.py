@@ -9,7 +9,7 @@ copy. A layer denser than `BREAK_EVEN` runs a dense matmul over its scattered we
 (same storage, same gradients), so the backend is never slower than the masked one.
 
 Persistent state per active weight: 4 bytes value + 4 bytes column index (+ the optimizer's
-state on ``values``: 4 bytes for SGD momentum, 8 for Adam), plus 8 bytes per output row.
+state on ``values``: 4 bytes for SGD momentum, 8 for Adam), plus 4 bytes per output row.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sparsetrain.backends.sparse_ops import SparseMatmul
+from sparsetrain.backends.sparse_ops import NumpyViews, SparseMatmul
 from sparsetrain.errors import UserError
 from sparsetrain.sparse.weights import BACKENDS, SparseWeight
 
@@ -44,11 +44,14 @@ class SparseLayer:
         flat = torch.nonzero(mask.reshape(-1)).reshape(-1)
         self.values = nn.Parameter(weight.detach().reshape(-1)[flat].clone(),
                                    requires_grad=weight.requires_grad)
-        self.register_buffer("indptr", torch.zeros(self.rows + 1, dtype=torch.int64, device=weight.device))
+        self.register_buffer("indptr", torch.zeros(self.rows + 1, dtype=torch.int32, device=weight.device))
         self.register_buffer("indices", torch.zeros(0, dtype=torch.int32, device=weight.device))
         self.bias = bias
         self.capture = False
         self.captured: Any = None
+        self._views = NumpyViews()
+        self._no_bias: torch.Tensor | None = None
+        self._dense_mask: torch.Tensor | None = None
         self._set_structure(flat)
 
     # --- structure ------------------------------------------------------------------------
@@ -68,13 +71,14 @@ class SparseLayer:
     def flat_index(self) -> torch.Tensor:
         """Row-major flat position of every active weight, ascending (int64)."""
         counts = self.indptr[1:] - self.indptr[:-1]
-        rows = torch.repeat_interleave(torch.arange(self.rows, device=self.indptr.device), counts)
+        rows = torch.repeat_interleave(torch.arange(self.rows, device=self.indptr.device), counts.long())
         return rows * self.cols + self.indices.long()
 
     def _set_structure(self, flat: torch.Tensor) -> None:
         counts = torch.bincount(flat // self.cols, minlength=self.rows)
-        self.indptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)]).to(self.indptr.device)
+        self.indptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)]).to(torch.int32)
         self.indices = (flat % self.cols).to(torch.int32)
+        self._dense_mask = None
 
     @property
     def weight(self) -> torch.Tensor:
@@ -126,16 +130,24 @@ class SparseLayer:
     def matmul(self, xt: torch.Tensor) -> torch.Tensor:
         """``W @ xt + bias[:, None]`` for a feature-major input ``xt`` of shape (cols, batch)."""
         if self.dense:
-            w = self.values.new_zeros(self.rows * self.cols).index_put((self.flat_index(),), self.values)
-            w = w.view(self.rows, self.cols)
+            if self._dense_mask is None:  # kept while dense: 1 byte per position
+                self._dense_mask = self.weight_mask.reshape(self.rows, self.cols)
+            w = self.values.new_zeros(self.rows, self.cols).masked_scatter(self._dense_mask, self.values)
             if self.capture and w.requires_grad:
                 w.retain_grad()
                 self.captured = w
             if self.bias is None:
                 return w @ xt
             return torch.addmm(self.bias.unsqueeze(1), w, xt)
-        return SparseMatmul.apply(xt, self.values, self.bias, self.indptr, self.indices, self.rows,
-                                  self if self.capture else None)
+        return SparseMatmul.apply(xt, self.values, self.bias, self)
+
+    def numpy_views(self, values: torch.Tensor, bias: torch.Tensor | None) -> tuple:
+        """(indptr, indices, values, bias) as numpy arrays for the kernels (cached)."""
+        if bias is None:
+            if self._no_bias is None or self._no_bias.dtype != values.dtype:
+                self._no_bias = values.new_zeros(0)
+            bias = self._no_bias
+        return self._views.get(self.indptr, self.indices, values, bias)
 
     def dense_grad(self) -> torch.Tensor | None:
         """Gradient at every position: from the captured backward if any, else the active

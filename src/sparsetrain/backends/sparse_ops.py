@@ -23,65 +23,78 @@ from sparsetrain.backends import kernels as K
 _NUMBA_DTYPES = (torch.float32, torch.float64)
 
 
-def _np(t: torch.Tensor) -> np.ndarray:
-    return t.detach().numpy()
-
-
 def uses_numba(t: torch.Tensor) -> bool:
     return t.device.type == "cpu" and t.dtype in _NUMBA_DTYPES
 
 
+class NumpyViews:
+    """numpy views of a layer's CSR tensors, rebuilt only when a tensor's storage changes
+    (each ``Tensor.numpy()`` costs microseconds, which add up at 99% sparsity)."""
+
+    def __init__(self) -> None:
+        self._key: tuple = ()
+        self._arrays: tuple = ()
+
+    def get(self, *tensors: torch.Tensor) -> tuple[np.ndarray, ...]:
+        key = tuple((t.data_ptr(), t.numel(), t.dtype) for t in tensors)
+        if key != self._key:
+            self._arrays = tuple(t.detach().numpy() for t in tensors)
+            self._key = key
+        return self._arrays
+
+
 class SparseMatmul(torch.autograd.Function):
-    """``yt = W @ xt (+ bias)`` for W given by (indptr, indices, values) of shape (rows, cols)."""
+    """``yt = W @ xt (+ bias)``; W is ``layer``'s CSR (indptr, indices) with ``values``."""
 
     @staticmethod
     def forward(ctx: Any, xt: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | None,
-                indptr: torch.Tensor, indices: torch.Tensor, rows: int, layer: Any) -> torch.Tensor:
-        nb = xt.shape[1]
+                layer: Any) -> torch.Tensor:
+        rows, nb = layer.rows, xt.shape[1]
         if not xt.is_contiguous():
             xt = xt.contiguous()
         if uses_numba(xt) and values.dtype == xt.dtype:
             out = torch.empty((rows, nb), dtype=xt.dtype)
-            b = _np(bias) if bias is not None else K.EMPTY[np.dtype(_np(values).dtype)]
-            kern = K.pick(values.numel() * nb, K.spmm_serial, K.spmm_parallel)
-            kern(_np(indptr), _np(indices), _np(values), _np(xt), b, out.numpy())
+            ptr, col, val, b = layer.numpy_views(values, bias)
+            K.pick(val.shape[0] * nb, K.spmm_serial, K.spmm_parallel)(ptr, col, val, xt.numpy(), b, out.numpy())
         else:
-            w = torch.sparse_csr_tensor(indptr, indices, values.detach(), (rows, xt.shape[0]))
+            w = torch.sparse_csr_tensor(layer.indptr, layer.indices, values.detach(), (rows, xt.shape[0]))
             out = w @ xt
             if bias is not None:
                 out += bias.detach().unsqueeze(1)
-        ctx.save_for_backward(xt, values, indptr, indices)
+        ctx.save_for_backward(xt, values)
         ctx.has_bias = bias is not None
+        ctx.bias = bias
         ctx.layer = layer
         return out
 
     @staticmethod
     def backward(ctx: Any, gyt: torch.Tensor):
-        xt, values, indptr, indices = ctx.saved_tensors
+        xt, values = ctx.saved_tensors
         gyt = gyt.contiguous()
         layer, rows, cols, nb = ctx.layer, gyt.shape[0], xt.shape[0], xt.shape[1]
-        if layer is not None and layer.capture:
+        if layer.capture:
             layer.captured = (xt, gyt)
-        need_x, need_w, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]
+        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        need_b = ctx.has_bias and ctx.needs_input_grad[2]
         gx = gw = gb = None
         if uses_numba(xt) and gyt.dtype == xt.dtype:
-            args = (_np(indptr), _np(indices))
+            ptr, col, val, _ = layer.numpy_views(values, ctx.bias)
             if need_w:
                 gw = torch.empty_like(values)
-                K.pick(values.numel() * nb, K.sddmm_serial, K.sddmm_parallel)(*args, _np(gyt), _np(xt), gw.numpy())
+                K.pick(val.shape[0] * nb, K.sddmm_serial, K.sddmm_parallel)(ptr, col, gyt.numpy(), xt.numpy(), gw.numpy())
             if need_x:
                 gx = torch.empty((cols, nb), dtype=xt.dtype)
-                K.spmm_t_serial(*args, _np(values), _np(gyt), gx.numpy())
+                K.spmm_t_serial(ptr, col, val, gyt.numpy(), gx.numpy())
             if need_b:
                 gb = torch.empty(rows, dtype=gyt.dtype)
-                K.row_sums(_np(gyt), gb.numpy())
+                K.row_sums(gyt.numpy(), gb.numpy())
         else:
             if need_w:
-                pattern = torch.sparse_csr_tensor(indptr, indices, torch.zeros_like(values), (rows, cols))
+                pattern = torch.sparse_csr_tensor(layer.indptr, layer.indices, torch.zeros_like(values), (rows, cols))
                 gw = torch.sparse.sampled_addmm(pattern, gyt, xt.t()).values()
             if need_x:
-                w = torch.sparse_csr_tensor(indptr, indices, values.detach(), (rows, cols))
+                w = torch.sparse_csr_tensor(layer.indptr, layer.indices, values.detach(), (rows, cols))
                 gx = w.t() @ gyt
             if need_b:
                 gb = gyt.sum(1)
-        return gx, gw, gb, None, None, None, None
+        return gx, gw, gb, None
