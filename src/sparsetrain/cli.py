@@ -196,8 +196,28 @@ def cmd_show(argv: Sequence[str]) -> int:
     return 0
 
 
+def cmd_export(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="sparsetrain export",
+                                     description="Write a run's model as a truly sparse inference model.")
+    parser.add_argument("run", help="run id (<hash>/seed_<n>) or a unique prefix of it")
+    parser.add_argument("--out", default=DEFAULT_OUT, help="folder holding results.db")
+    parser.add_argument("--to", help="destination folder (default: <run folder>/export)")
+    args = parser.parse_args(argv)
+    from sparsetrain.backends.export import export_run
+    with _open_store(args.out) as store:
+        matches = [r for r in store.runs(status=None) if r["run_id"].startswith(args.run)]
+        if len(matches) != 1:
+            found = "no run" if not matches else f"{len(matches)} runs"
+            raise UserError(f"{found} matches {args.run!r}; give more of the run id (see `sparsetrain report`)")
+        record = matches[0]
+    folder = export_run(record, args.out, args.to)
+    print(f"exported {record['run_id']} to {folder}")
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "quickstart": cmd_quickstart, "list": cmd_list,
             "report": cmd_report, "show": cmd_show}
+COMMANDS["export"] = cmd_export
 
 
 def main(argv: Sequence[str] | None = None) -> int:
