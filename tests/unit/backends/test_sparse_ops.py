@@ -1,0 +1,103 @@
+"""Gradients and outputs of every sparse op, in double precision, on the numba and torch paths."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sparsetrain.backends import sparse as sparse_backend
+from sparsetrain.backends import sparse_ops
+from sparsetrain.backends.sparse import SparseConv1d, SparseConv2d, SparseLinear, to_sparse
+from sparsetrain.backends.sparse_ops import SparseMatmul
+
+
+def _mask(shape, density, seed):
+    return torch.rand(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) < density
+
+
+@pytest.fixture(params=["numba", "torch"])
+def path(request, monkeypatch):
+    if request.param == "torch":  # the CUDA path (torch sparse CSR), exercised on the CPU
+        monkeypatch.setattr(sparse_ops, "uses_numba", lambda t: False)
+    return request.param
+
+
+def _linear(n_in, n_out, density, bias=True, seed=0):
+    torch.manual_seed(seed)
+    dense = nn.Linear(n_in, n_out, bias=bias).double()
+    mask = _mask(dense.weight.shape, density, seed)
+    layer = SparseLinear(n_in, n_out, dense.weight, mask, dense.bias)
+    return layer, dense.weight.detach() * mask
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_sparse_matmul_gradcheck(path, bias):
+    layer, _ = _linear(7, 5, 0.4, bias=bias)
+    xt = torch.randn(7, 3, dtype=torch.float64, requires_grad=True)
+    values = layer.values.detach().clone().requires_grad_()
+    b = layer.bias.detach().clone().requires_grad_() if bias else None
+    assert torch.autograd.gradcheck(lambda x, v, *bb: SparseMatmul.apply(x, v, bb[0] if bb else None, layer),
+                                    (xt, values) + ((b,) if bias else ()))
+
+
+def test_sparse_linear_matches_dense_and_gradcheck(path):
+    layer, w = _linear(9, 6, 0.3, seed=1)
+    x = torch.randn(4, 9, dtype=torch.float64, requires_grad=True)
+    torch.testing.assert_close(layer(x), F.linear(x, w, layer.bias), rtol=0, atol=1e-12)
+    assert torch.autograd.gradcheck(layer, (x,))
+    # a 3-d input (tokens) goes through the same op
+    x3 = torch.randn(2, 3, 9, dtype=torch.float64)
+    torch.testing.assert_close(layer(x3), F.linear(x3, w, layer.bias), rtol=0, atol=1e-12)
+
+
+def test_weight_gradient_only_at_active_positions_and_none_for_first_layer_input(path):
+    layer, w = _linear(8, 4, 0.5, seed=2)
+    x = torch.randn(3, 8, dtype=torch.float64)  # input needs no gradient: first layer
+    dense_w = w.clone().requires_grad_()
+    (layer(x) ** 2).sum().backward()
+    (F.linear(x, dense_w, layer.bias.detach()) ** 2).sum().backward()
+    assert layer.values.grad.shape == (layer.nnz,)  # one number per active weight, nothing else
+    torch.testing.assert_close(layer.values.grad, dense_w.grad.reshape(-1)[layer.flat_index()])
+
+
+def test_dense_fallback_is_the_same_op(monkeypatch):
+    monkeypatch.setattr(sparse_backend, "BREAK_EVEN", 0.05)
+    layer, w = _linear(6, 5, 0.5, seed=3)
+    assert layer.dense
+    x = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
+    torch.testing.assert_close(layer(x), F.linear(x, w, layer.bias), rtol=0, atol=1e-12)
+    assert torch.autograd.gradcheck(layer, (x,))
+
+
+@pytest.mark.parametrize("kwargs", [dict(stride=1, padding=0), dict(stride=2, padding=1, dilation=2),
+                                    dict(padding="same")])
+def test_sparse_conv2d_matches_conv_and_gradcheck(path, kwargs):
+    torch.manual_seed(4)
+    conv = nn.Conv2d(3, 4, 3, **kwargs).double()
+    mask = _mask(conv.weight.shape, 0.4, 4)
+    layer = SparseConv2d(conv, conv.weight, mask)
+    x = torch.randn(2, 3, 7, 6, dtype=torch.float64, requires_grad=True)
+    expected = F.conv2d(x, conv.weight.detach() * mask, conv.bias, conv.stride, conv.padding, conv.dilation)
+    torch.testing.assert_close(layer(x), expected, rtol=0, atol=1e-12)
+    assert torch.autograd.gradcheck(layer, (x,))
+
+
+@pytest.mark.parametrize("kwargs", [dict(stride=2, padding=2), dict(padding="same", dilation=2)])
+def test_sparse_conv1d_matches_conv_and_gradcheck(path, kwargs):
+    torch.manual_seed(5)
+    conv = nn.Conv1d(2, 3, 4, **kwargs).double()
+    mask = _mask(conv.weight.shape, 0.5, 5)
+    layer = SparseConv1d(conv, conv.weight, mask)
+    x = torch.randn(2, 2, 11, dtype=torch.float64, requires_grad=True)
+    expected = F.conv1d(x, conv.weight.detach() * mask, conv.bias, conv.stride, conv.padding, conv.dilation)
+    torch.testing.assert_close(layer(x), expected, rtol=0, atol=1e-12)
+    assert torch.autograd.gradcheck(layer, (x,))
+
+
+def test_unsupported_layers_are_user_errors():
+    from sparsetrain.errors import UserError
+    model = nn.Sequential(nn.Conv2d(4, 4, 3, groups=2))
+    with pytest.raises(UserError, match="groups=1"):
+        to_sparse(model, None, ["0"])
+    with pytest.raises(UserError, match="Linear, Conv1d and Conv2d"):
+        to_sparse(nn.Sequential(nn.Conv3d(1, 1, 1)), None, ["0"])
