@@ -39,6 +39,7 @@ from torch import nn
 SIZES = (3072, 1024, 512, 10)
 BATCH = 100
 VARIANTS = ("dense", "masked", "torch_csr", "sparsetrain", "sparselab")
+EXTRA = ("sparsetrain_kernels", "sparsetrain_densepath")  # break-even scan: forced sparse / dense
 
 
 # --- baselines --------------------------------------------------------------------------
@@ -122,15 +123,19 @@ class Variant:
             self.model = _mlp(lambda a, b: sparselab.SparseLinear(a, b, sparsity=sparsity))
             self.algo = sparselab.Static(sparsity=sparsity)
             self.model.apply(self.algo)
-        elif name == "sparsetrain":
+        elif name.startswith("sparsetrain"):
             self.model = _mlp(nn.Linear)
         else:
             raise ValueError(name)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9)
-        if name == "sparsetrain":
+        if name.startswith("sparsetrain"):
             import sparsetrain as st
             self.method = st.create("static", self.model, self.optimizer, density=density,
                                     distribution="uniform", backend="sparse", seed=seed)
+            forced = {"sparsetrain_kernels": 1.0, "sparsetrain_densepath": 0.0}.get(name)
+            for w in self.method.weights:
+                if forced is not None:
+                    w.module.break_even = forced
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)
@@ -333,9 +338,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3, help="steps timed together per round")
     parser.add_argument("--sparsities", type=float, nargs="+", default=[0.5, 0.8, 0.9, 0.95, 0.99, 0.999])
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS + EXTRA,
+                        help="sparsetrain_kernels / sparsetrain_densepath force the sparse kernels / the "
+                             "dense fallback (to measure the break-even density)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--update-sparsities", type=float, nargs="+", default=[0.9, 0.99])
+    parser.add_argument("--update-sparsities", type=float, nargs="*", default=[0.9, 0.99],
+                        help="sparsities of the SET/RigL update timing (none: skip it)")
     parser.add_argument("--update-repeats", type=int, default=5)
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     parser.add_argument("--out", default="docs/performance.md")

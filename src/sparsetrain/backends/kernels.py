@@ -148,3 +148,21 @@ def pick(work: int, serial, parallel):
 
 
 EMPTY = {np.dtype(np.float32): np.zeros(0, np.float32), np.dtype(np.float64): np.zeros(0, np.float64)}
+
+
+@numba.njit(**_OPTS)
+def scatter_dense(ptr, col, val, out):
+    """out[r, col[k]] = val[k]; ``out`` must be zero elsewhere."""
+    for r in range(ptr.shape[0] - 1):
+        row = out[r]
+        for k in range(ptr[r], ptr[r + 1]):
+            row[col[k]] = val[k]
+
+
+@numba.njit(**_OPTS)
+def gather_dense(ptr, col, dense, out):
+    """out[k] = dense[r, col[k]]: a dense gradient read at the active positions."""
+    for r in range(ptr.shape[0] - 1):
+        row = dense[r]
+        for k in range(ptr[r], ptr[r + 1]):
+            out[k] = row[col[k]]

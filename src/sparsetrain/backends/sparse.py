@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sparsetrain.backends.sparse_ops import NumpyViews, SparseMatmul
+from sparsetrain.backends.sparse_ops import DenseFromCSR, NumpyViews, SparseMatmul
 from sparsetrain.errors import UserError
 from sparsetrain.sparse.weights import BACKENDS, SparseWeight
 
@@ -47,11 +47,11 @@ class SparseLayer:
         self.register_buffer("indptr", torch.zeros(self.rows + 1, dtype=torch.int32, device=weight.device))
         self.register_buffer("indices", torch.zeros(0, dtype=torch.int32, device=weight.device))
         self.bias = bias
+        self.break_even = BREAK_EVEN
         self.capture = False
         self.captured: Any = None
         self._views = NumpyViews()
         self._no_bias: torch.Tensor | None = None
-        self._dense_mask: torch.Tensor | None = None
         self._set_structure(flat)
 
     # --- structure ------------------------------------------------------------------------
@@ -65,8 +65,8 @@ class SparseLayer:
 
     @property
     def dense(self) -> bool:
-        """True when this layer runs dense kernels (density above `BREAK_EVEN`)."""
-        return self.density > BREAK_EVEN
+        """True when this layer runs dense kernels (density above its ``break_even``)."""
+        return self.density > self.break_even
 
     def flat_index(self) -> torch.Tensor:
         """Row-major flat position of every active weight, ascending (int64)."""
@@ -78,7 +78,6 @@ class SparseLayer:
         counts = torch.bincount(flat // self.cols, minlength=self.rows)
         self.indptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)]).to(torch.int32)
         self.indices = (flat % self.cols).to(torch.int32)
-        self._dense_mask = None
 
     @property
     def weight(self) -> torch.Tensor:
@@ -130,12 +129,7 @@ class SparseLayer:
     def matmul(self, xt: torch.Tensor) -> torch.Tensor:
         """``W @ xt + bias[:, None]`` for a feature-major input ``xt`` of shape (cols, batch)."""
         if self.dense:
-            if self._dense_mask is None:  # kept while dense: 1 byte per position
-                self._dense_mask = self.weight_mask.reshape(self.rows, self.cols)
-            w = self.values.new_zeros(self.rows, self.cols).masked_scatter(self._dense_mask, self.values)
-            if self.capture and w.requires_grad:
-                w.retain_grad()
-                self.captured = w
+            w = DenseFromCSR.apply(self.values, self)
             if self.bias is None:
                 return w @ xt
             return torch.addmm(self.bias.unsqueeze(1), w, xt)
@@ -153,8 +147,8 @@ class SparseLayer:
         """Gradient at every position: from the captured backward if any, else the active
         gradient scattered (zeros elsewhere); None before the first backward."""
         captured = self.captured
-        if isinstance(captured, torch.Tensor) and captured.grad is not None:
-            return captured.grad.detach().reshape(self.weight_shape).clone()
+        if isinstance(captured, torch.Tensor):  # the dense fallback's weight gradient
+            return captured.reshape(self.weight_shape)
         if isinstance(captured, tuple):
             xt, gyt = captured
             return (gyt @ xt.t()).reshape(self.weight_shape)

@@ -98,3 +98,34 @@ class SparseMatmul(torch.autograd.Function):
             if need_b:
                 gb = gyt.sum(1)
         return gx, gw, gb, None
+
+
+class DenseFromCSR(torch.autograd.Function):
+    """The dense weight ``W`` (rows, cols) of ``layer`` from its active ``values``; the
+    gradient flows back to the active positions only. Used by the dense fallback, where
+    it also hands RigL/MEST the dense gradient when the layer's ``capture`` flag is set."""
+
+    @staticmethod
+    def forward(ctx: Any, values: torch.Tensor, layer: Any) -> torch.Tensor:
+        ctx.layer = layer
+        out = values.new_zeros(layer.rows, layer.cols)
+        if uses_numba(values):
+            ptr, col, val, _ = layer.numpy_views(values, layer.bias)
+            K.scatter_dense(ptr, col, val, out.numpy())
+        else:
+            out.view(-1).index_copy_(0, layer.flat_index(), values.detach())
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor):
+        layer = ctx.layer
+        grad = grad.contiguous()
+        if layer.capture:
+            layer.captured = grad
+        if uses_numba(grad):
+            out = torch.empty(layer.nnz, dtype=grad.dtype)
+            ptr, col, _, _ = layer.numpy_views(layer.values, layer.bias)
+            K.gather_dense(ptr, col, grad.numpy(), out.numpy())
+        else:
+            out = grad.view(-1).index_select(0, layer.flat_index())
+        return out, None

@@ -60,7 +60,7 @@ def test_weight_gradient_only_at_active_positions_and_none_for_first_layer_input
     torch.testing.assert_close(layer.values.grad, dense_w.grad.reshape(-1)[layer.flat_index()])
 
 
-def test_dense_fallback_is_the_same_op(monkeypatch):
+def test_dense_fallback_is_the_same_op(path, monkeypatch):
     monkeypatch.setattr(sparse_backend, "BREAK_EVEN", 0.05)
     layer, w = _linear(6, 5, 0.5, seed=3)
     assert layer.dense
