@@ -151,18 +151,47 @@ EMPTY = {np.dtype(np.float32): np.zeros(0, np.float32), np.dtype(np.float64): np
 
 
 @numba.njit(**_OPTS)
-def scatter_dense(ptr, col, val, out):
-    """out[r, col[k]] = val[k]; ``out`` must be zero elsewhere."""
-    for r in range(ptr.shape[0] - 1):
+def _scatter_rows(ptr, col, val, out, r0, r1):
+    for r in range(r0, r1):
         row = out[r]
+        row[:] = 0
         for k in range(ptr[r], ptr[r + 1]):
             row[col[k]] = val[k]
 
 
 @numba.njit(**_OPTS)
-def gather_dense(ptr, col, dense, out):
-    """out[k] = dense[r, col[k]]: a dense gradient read at the active positions."""
-    for r in range(ptr.shape[0] - 1):
+def scatter_serial(ptr, col, val, out):
+    """out = the dense matrix (zeros where inactive); ``out`` may be uninitialised."""
+    _scatter_rows(ptr, col, val, out, 0, out.shape[0])
+
+
+@numba.njit(parallel=True, **_OPTS)
+def scatter_parallel(ptr, col, val, out):
+    n = out.shape[0]
+    chunks = numba.get_num_threads() * 4
+    step = (n + chunks - 1) // chunks
+    for c in prange(chunks):
+        _scatter_rows(ptr, col, val, out, min(c * step, n), min((c + 1) * step, n))
+
+
+@numba.njit(**_OPTS)
+def _gather_rows(ptr, col, dense, out, r0, r1):
+    for r in range(r0, r1):
         row = dense[r]
         for k in range(ptr[r], ptr[r + 1]):
             out[k] = row[col[k]]
+
+
+@numba.njit(**_OPTS)
+def gather_serial(ptr, col, dense, out):
+    """out[k] = dense[r, col[k]]: a dense gradient read at the active positions."""
+    _gather_rows(ptr, col, dense, out, 0, dense.shape[0])
+
+
+@numba.njit(parallel=True, **_OPTS)
+def gather_parallel(ptr, col, dense, out):
+    n = dense.shape[0]
+    chunks = numba.get_num_threads() * 4
+    step = (n + chunks - 1) // chunks
+    for c in prange(chunks):
+        _gather_rows(ptr, col, dense, out, min(c * step, n), min((c + 1) * step, n))
