@@ -115,8 +115,9 @@ def row_sums(gt, out):
         out[r] = s
 
 
-PARALLEL_WORK = 200_000
-"""Multiply-adds below which the serial kernel wins (thread start-up costs ~10 us)."""
+PARALLEL_WORK = 4_000_000
+"""Multiply-adds below which the serial kernel wins: waking a second thread costs more than
+half of the work below a few million (measured with benchmarks/sparse_mlp.py, 2 threads)."""
 
 
 _threads = [1]
