@@ -2,3 +2,7 @@
 
 from sparsetrain.backends import masked  # noqa: F401  (registers "masked")
 from sparsetrain.backends import sparse  # noqa: F401,E402  (registers "sparse")
+from sparsetrain.backends.export import export_model, load_exported  # noqa: E402
+from sparsetrain.backends.sparse import to_masked, to_sparse  # noqa: E402
+
+__all__ = ["export_model", "load_exported", "to_masked", "to_sparse"]
