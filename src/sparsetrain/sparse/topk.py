@@ -19,7 +19,7 @@ def topk_mask(scores: torch.Tensor, k: int, allowed: torch.Tensor | None = None)
     flat = scores.detach().reshape(-1).float()
     if allowed is not None:
         allowed_flat = allowed.reshape(-1)
-        available = int(allowed_flat.sum())
+        available = int(torch.count_nonzero(allowed_flat))
     else:
         allowed_flat = None
         available = flat.numel()
@@ -30,12 +30,26 @@ def topk_mask(scores: torch.Tensor, k: int, allowed: torch.Tensor | None = None)
         return mask.view_as(scores)
     if allowed_flat is not None:
         candidates = torch.nonzero(allowed_flat, as_tuple=False).reshape(-1)
-        order = torch.argsort(flat[candidates], descending=True, stable=True)
-        chosen = candidates[order[:k]]
+        chosen = candidates[_top_positions(flat[candidates], k)]
     else:
-        chosen = torch.argsort(flat, descending=True, stable=True)[:k]
+        chosen = _top_positions(flat, k)
     mask[chosen] = True
     return mask.view_as(scores)
+
+
+def _top_positions(values: torch.Tensor, k: int) -> torch.Tensor:
+    """Positions of the ``k`` largest ``values``, ties to the lower position: the first ``k``
+    of a stable descending sort, found in linear time (every value above the k-th largest,
+    then the lowest positions holding exactly the k-th largest)."""
+    if k == values.numel():
+        return torch.arange(k, device=values.device)
+    kth = torch.topk(values, k, sorted=False).values.min()
+    if torch.isnan(values).any() or torch.isnan(kth):  # NaN orders as largest: keep the sort
+        return torch.argsort(values, descending=True, stable=True)[:k]
+    above = values > kth
+    ties = torch.nonzero(values == kth).reshape(-1)[: k - int(torch.count_nonzero(above))]
+    above[ties] = True
+    return torch.nonzero(above).reshape(-1)
 
 
 def seed_for(*parts: object) -> int:
