@@ -78,6 +78,7 @@ class SparseLayer:
         counts = torch.bincount(flat // self.cols, minlength=self.rows)
         self.indptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)]).to(torch.int32)
         self.indices = (flat % self.cols).to(torch.int32)
+        self._mask: torch.Tensor | None = None
 
     @property
     def weight(self) -> torch.Tensor:
@@ -88,9 +89,12 @@ class SparseLayer:
 
     @property
     def weight_mask(self) -> torch.Tensor:
-        mask = torch.zeros(self.rows * self.cols, dtype=torch.bool, device=self.values.device)
-        mask[self.flat_index()] = True
-        return mask.view(self.weight_shape)
+        """Boolean mask of the active weights (built once per structure; do not modify)."""
+        if self._mask is None or self._mask.device != self.values.device:
+            mask = torch.zeros(self.rows * self.cols, dtype=torch.bool, device=self.values.device)
+            mask[self.flat_index()] = True
+            self._mask = mask.view(self.weight_shape)
+        return self._mask
 
     @torch.no_grad()
     def restructure(self, mask: torch.Tensor, kept: torch.Tensor,
@@ -166,6 +170,7 @@ class SparseLayer:
             self.values.data = self.values.data.new_empty(values.shape)
         if indices is not None and indices.shape != self.indices.shape:
             self.indices = self.indices.new_empty(indices.shape)
+        self._mask = None
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
