@@ -120,6 +120,9 @@ PARALLEL_WORK = 4_000_000
 half of the work below a few million (measured with benchmarks/sparse_mlp.py, 2 threads)."""
 
 
+COPY_WEIGHT = 16
+"""A scattered/gathered element costs about as much as this many multiply-adds (memory bound)."""
+
 _threads = [1]
 
 

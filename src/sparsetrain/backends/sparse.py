@@ -25,7 +25,7 @@ from sparsetrain.backends.sparse_ops import DenseFromCSR, NumpyViews, SparseMatm
 from sparsetrain.errors import UserError
 from sparsetrain.sparse.weights import BACKENDS, SparseWeight
 
-BREAK_EVEN = 0.15
+BREAK_EVEN = 0.2
 """Density above which a layer runs dense kernels (measured by benchmarks/sparse_mlp.py)."""
 
 

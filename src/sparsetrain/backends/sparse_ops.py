@@ -111,7 +111,7 @@ class DenseFromCSR(torch.autograd.Function):
         if uses_numba(values):
             out = values.new_empty(layer.rows, layer.cols)
             ptr, col, val, _ = layer.numpy_views(values, layer.bias)
-            K.pick(out.numel(), K.scatter_serial, K.scatter_parallel)(ptr, col, val, out.numpy())
+            K.pick(out.numel() * K.COPY_WEIGHT, K.scatter_serial, K.scatter_parallel)(ptr, col, val, out.numpy())
         else:
             out = values.new_zeros(layer.rows, layer.cols)
             out.view(-1).index_copy_(0, layer.flat_index(), values.detach())
@@ -126,7 +126,7 @@ class DenseFromCSR(torch.autograd.Function):
         if uses_numba(grad):
             out = torch.empty(layer.nnz, dtype=grad.dtype)
             ptr, col, _, _ = layer.numpy_views(layer.values, layer.bias)
-            K.pick(grad.numel(), K.gather_serial, K.gather_parallel)(ptr, col, grad.numpy(), out.numpy())
+            K.pick(grad.numel() * K.COPY_WEIGHT, K.gather_serial, K.gather_parallel)(ptr, col, grad.numpy(), out.numpy())
         else:
             out = grad.view(-1).index_select(0, layer.flat_index())
         return out, None
