@@ -5,30 +5,14 @@ import dataclasses
 
 import pytest
 import torch
-from torch import nn
 
 from sparsetrain.algorithms import METHODS, Sparsifier, config_class
 from sparsetrain.backends.sparse import SparseLayer
 from sparsetrain.config import from_dict
-from sparsetrain.data import DatasetSplits, TensorData
 from sparsetrain.engine import Callback, TrainConfig, Trainer
+from toy_setup import FAST, toy_data, toy_model
 
-FAST = {"update_interval": 3, "drop_fraction": 0.5}
 SPARSE_METHODS = [n for n in METHODS.names() if issubclass(METHODS.get(n), Sparsifier)]
-
-
-def _data() -> DatasetSplits:
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(96, 1, 12, generator=g)
-    y = (x.sum(dim=(1, 2)) > 0).long() + (x[:, 0, 0] > 1).long()
-    part = lambda a, b: TensorData(x[a:b], y[a:b])  # noqa: E731
-    return DatasetSplits("toy", part(0, 64), part(64, 80), part(80, 96), 3, (1, 12))
-
-
-def _model() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Conv1d(1, 6, 3), nn.ReLU(), nn.Flatten(), nn.Linear(60, 16), nn.ReLU(),
-                         nn.Linear(16, 3))
 
 
 def _trainer(name, epochs, tmp_path, backend="sparse", callbacks=()):
@@ -36,7 +20,7 @@ def _trainer(name, epochs, tmp_path, backend="sparse", callbacks=()):
     names = {f.name for f in dataclasses.fields(cls)}
     values = {k: v for k, v in {"density": 0.3, "backend": backend, **FAST}.items() if k in names}
     config = TrainConfig(epochs=epochs, batch_size=16, lr=0.05, device="cpu")
-    return Trainer(_model(), _data(), config, method=name, method_config=from_dict(cls, values),
+    return Trainer(toy_model(), toy_data(), config, method=name, method_config=from_dict(cls, values),
                    seed=3, callbacks=callbacks, checkpoint_path=tmp_path / "last.pt")
 
 

@@ -70,10 +70,10 @@ def run(spec: RunSpec, *, root: str | Path, store: ResultsStore, resume: bool = 
     run_id = store.run_id(spec.config_hash, exp.seed)
     data = load(exp.dataset, seed=exp.seed, val_fraction=exp.val_fraction, data_dir=exp.data_dir,
                 **(exp.dataset_options or {}))
-    data = apply_scenarios(data, exp, scenario_context(spec, data, root))
+    context = scenario_context(spec, data, root)
+    data = apply_scenarios(data, exp, context)
     torch.manual_seed(exp.seed)
-    model = create_model(exp.model, input_shape=data.input_shape, num_classes=data.num_classes,
-                         **(exp.model_options or {}))
+    model = context.make_model()
     run_dir = RunDir(root, spec.config_hash, exp.seed)
     check_robust_eval(exp, data)
     # robustness callbacks first: their per-epoch metrics (test_robust_acc) are in the

@@ -6,32 +6,7 @@ from torch import Tensor, nn
 
 from sparsetrain.errors import UserError
 from sparsetrain.models import register_model
-
-
-class PreActBlock(nn.Module):
-    """BN-ReLU-conv, BN-ReLU-conv with an identity mapping (He et al. 2016, "Identity mappings").
-
-    Where the shape changes the shortcut is a 1x1 strided conv applied to the
-    pre-activated input, as in the paper's CIFAR code.
-    """
-
-    def __init__(self, in_ch: int, out_ch: int, stride: int) -> None:
-        super().__init__()
-        self.bn1 = nn.BatchNorm2d(in_ch)
-        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out_ch)
-        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False)
-        self.relu = nn.ReLU()
-        self.shortcut: nn.Module | None = None
-        if stride != 1 or in_ch != out_ch:
-            self.shortcut = nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.relu(self.bn1(x))
-        shortcut = self.shortcut(out) if self.shortcut is not None else x
-        out = self.conv1(out)
-        out = self.conv2(self.relu(self.bn2(out)))
-        return out + shortcut
+from sparsetrain.models.wrn import PreActBlock
 
 
 class PreActResNet(nn.Module):

@@ -9,13 +9,14 @@ from sparsetrain.models import register_model
 
 
 class PreActBlock(nn.Module):
-    """BN-ReLU-conv3x3-BN-ReLU-(dropout)-conv3x3 with a residual connection.
+    """BN-ReLU-conv3x3-BN-ReLU-(dropout)-conv3x3 with a residual connection (He et al. 2016,
+    "Identity mappings"; the block of WRN and PreActResNet).
 
     Where the shape changes, the first BN-ReLU is shared with a 1x1 strided conv shortcut,
     as in the authors' code.
     """
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int, dropout: float) -> None:
+    def __init__(self, in_ch: int, out_ch: int, stride: int, dropout: float = 0.0) -> None:
         super().__init__()
         self.bn1 = nn.BatchNorm2d(in_ch)
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False)
