@@ -21,9 +21,12 @@ import numpy as np
 import torch
 from numba import prange
 
-if "NUMBA_THREADING_LAYER" not in os.environ:
-    # workers that sleep between kernels: an OpenMP pool beside torch's would spin against it
-    numba.config.THREADING_LAYER = "workqueue"
+if "NUMBA_THREADING_LAYER" not in os.environ and "NUMBA_THREADING_LAYER_PRIORITY" not in os.environ:
+    # OpenMP starts a parallel kernel in ~2 us, the workqueue in ~170 us (measured on 2 cores),
+    # which decides whether splitting pays at 99% sparsity; workqueue where no OpenMP exists.
+    # GNU OpenMP is not fork-safe: run parallel kernels in spawned, not forked, processes.
+    numba.config.THREADING_LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
+    numba.config.THREADING_LAYER = "default"
 
 _OPTS = dict(nogil=True, fastmath=True, cache=False)
 
@@ -69,21 +72,36 @@ def spmm_parallel(ptr, col, val, xt, bias, out):
 
 
 @numba.njit(**_OPTS)
-def _spmm_t_rows(ptr, col, val, gt, out, r0, r1):
-    out[:] = 0
-    for r in range(r0, r1):
+def _spmm_t_owned(ptr, col, val, gt, out, c0, c1):
+    """The rows ``c0:c1`` of out = W^T @ gt; every thread reads all of W, keeps its own rows."""
+    nb = gt.shape[1]
+    out[c0:c1] = 0
+    for r in range(gt.shape[0]):
         g = gt[r]
         for k in range(ptr[r], ptr[r + 1]):
-            v = val[k]
-            dst = out[col[k]]
-            for j in range(g.shape[0]):
-                dst[j] += v * g[j]
+            c = col[k]
+            if c0 <= c < c1:
+                v = val[k]
+                dst = out[c]
+                for j in range(nb):
+                    dst[j] += v * g[j]
 
 
 @numba.njit(**_OPTS)
 def spmm_t_serial(ptr, col, val, gt, out):
     """out = W^T @ gt: out[col[k], :] += val[k] * gt[r, :]."""
-    _spmm_t_rows(ptr, col, val, gt, out, 0, gt.shape[0])
+    _spmm_t_owned(ptr, col, val, gt, out, 0, out.shape[0])
+
+
+@numba.njit(parallel=True, **_OPTS)
+def spmm_t_parallel(ptr, col, val, gt, out):
+    """As `spmm_t_serial`, each thread owning a range of output rows (splitting the batch
+    instead made both threads write the same cache lines at the same time: 5x slower)."""
+    n = out.shape[0]
+    parts = numba.get_num_threads()
+    step = (n + parts - 1) // parts
+    for p in prange(parts):
+        _spmm_t_owned(ptr, col, val, gt, out, min(p * step, n), min((p + 1) * step, n))
 
 
 @numba.njit(**_OPTS)
@@ -139,7 +157,33 @@ def row_sums(gt, out):
         out[r] = s
 
 
-PARALLEL_WORK = 4_000_000
+@numba.njit(**_OPTS)
+def _transpose_cols(x, out, c0, c1):
+    for cb in range(c0, c1, 16):  # 16 output rows at a time: their cache lines stay in L1
+        ce = min(cb + 16, c1)
+        for b in range(x.shape[0]):
+            row = x[b]
+            for c in range(cb, ce):
+                out[c, b] = row[c]
+
+
+@numba.njit(**_OPTS)
+def transpose_serial(x, out):
+    """out = x.T for a C-contiguous 2-d ``x`` (the batch-major input of a first layer made
+    feature-major; about 3x faster than a strided torch copy)."""
+    _transpose_cols(x, out, 0, x.shape[1])
+
+
+@numba.njit(parallel=True, **_OPTS)
+def transpose_parallel(x, out):
+    m = x.shape[1]
+    chunks = numba.get_num_threads() * 4
+    step = ((m + chunks - 1) // chunks + 15) // 16 * 16
+    for c in prange(chunks):
+        _transpose_cols(x, out, min(c * step, m), min((c + 1) * step, m))
+
+
+PARALLEL_WORK = 100_000
 """Multiply-adds below which the serial kernel wins: waking a second thread costs more than
 half of the work below a few million (measured with benchmarks/sparse_mlp.py, 2 threads)."""
 

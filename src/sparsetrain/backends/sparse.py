@@ -164,13 +164,14 @@ class SparseLayer:
 
     # --- compute --------------------------------------------------------------------------
     def matmul(self, xt: torch.Tensor) -> torch.Tensor:
-        """``W @ xt + bias[:, None]`` for a feature-major input ``xt`` of shape (cols, batch)."""
-        if self.dense:
-            w = DenseFromCSR.apply(self.values, self)
-            if self.bias is None:
-                return w @ xt
-            return torch.addmm(self.bias.unsqueeze(1), w, xt)
+        """``W @ xt + bias[:, None]`` by the sparse kernels, for a feature-major input ``xt`` of
+        shape (cols, batch). (Layers above break-even compute with `dense_weight` instead.)"""
         return SparseMatmul.apply(xt, self.values, self.bias, self)
+
+    def dense_weight(self) -> torch.Tensor:
+        """The weight scattered into a dense (rows, cols) matrix, differentiable with respect to
+        ``values``: the dense fallback computes with it."""
+        return DenseFromCSR.apply(self.values, self)
 
     def numpy_views(self, values: torch.Tensor, bias: torch.Tensor | None) -> tuple:
         """(indptr, indices, values, bias) as numpy arrays for the kernels (cached)."""
@@ -217,6 +218,8 @@ class SparseLinear(SparseLayer, nn.Linear):
         self._init_storage(weight, mask, bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.dense:  # as nn.Linear, in whatever layout x comes
+            return F.linear(x, self.dense_weight(), self.bias)
         if x.dim() == 2:  # (batch, in) -> transposed view in, transposed view out: no copies
             return self.matmul(x.t()).t()
         lead = x.shape[:-1]
@@ -249,6 +252,11 @@ class _SparseConv(SparseLayer):
             x, pad = F.pad(x, pads), (0,) * self.spatial
         return x, dict(kernel_size=self.kernel_size, dilation=self.dilation, padding=pad, stride=self.stride)
 
+    def _dense_conv(self, x: torch.Tensor, conv) -> torch.Tensor:  # noqa: ANN001
+        """The dense fallback: torch's own convolution with the scattered weight."""
+        weight = self.dense_weight().view(self.weight_shape)
+        return conv(x, weight, self.bias, self.stride, self.padding, self.dilation)
+
     def _conv(self, x4: torch.Tensor, args: dict) -> torch.Tensor:
         n = x4.shape[0]
         cols = F.unfold(x4, **args)  # (n, C*k*k, L)
@@ -267,6 +275,8 @@ class SparseConv2d(_SparseConv, nn.Conv2d):
         self._conv_init(conv, weight, mask)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.dense:
+            return self._dense_conv(x, F.conv2d)
         x, args = self._unfold_args(x)
         h, w = x.shape[-2:]
         ho = (h + 2 * args["padding"][0] - self.dilation[0] * (self.kernel_size[0] - 1) - 1) // self.stride[0] + 1
@@ -286,6 +296,8 @@ class SparseConv1d(_SparseConv, nn.Conv1d):
         self._conv_init(conv, weight, mask)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.dense:
+            return self._dense_conv(x, F.conv1d)
         x, args = self._unfold_args(x)
         args = {k: (1, *v) if k != "padding" else (0, *v) for k, v in args.items()}
         return self._conv(x.unsqueeze(2), args)

@@ -27,6 +27,18 @@ def uses_numba(t: torch.Tensor) -> bool:
     return t.device.type == "cpu" and t.dtype in _NUMBA_DTYPES
 
 
+def feature_major(t: torch.Tensor) -> torch.Tensor:
+    """``t`` (features, batch) C-contiguous; a transposed view of a batch-major tensor is
+    copied by the blocked numba transpose, which beats torch's strided copy about 3x."""
+    if t.is_contiguous():
+        return t
+    if uses_numba(t) and t.dim() == 2 and t.t().is_contiguous():
+        out = torch.empty(t.shape, dtype=t.dtype)
+        K.pick(t.numel() * K.COPY_WEIGHT, K.transpose_serial, K.transpose_parallel)(t.t().numpy(), out.numpy())
+        return out
+    return t.contiguous()
+
+
 class NumpyViews:
     """numpy views of a layer's CSR tensors, rebuilt only when a tensor's storage changes
     (each ``Tensor.numpy()`` costs microseconds, which add up at 99% sparsity)."""
@@ -50,8 +62,7 @@ class SparseMatmul(torch.autograd.Function):
     def forward(ctx: Any, xt: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | None,
                 layer: Any) -> torch.Tensor:
         rows, nb = layer.rows, xt.shape[1]
-        if not xt.is_contiguous():
-            xt = xt.contiguous()
+        xt = feature_major(xt)
         if uses_numba(xt) and values.dtype == xt.dtype:
             out = torch.empty((rows, nb), dtype=xt.dtype)
             ptr, col, val, b = layer.numpy_views(values, bias)
@@ -70,7 +81,7 @@ class SparseMatmul(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, gyt: torch.Tensor):
         xt, values = ctx.saved_tensors
-        gyt = gyt.contiguous()
+        gyt = feature_major(gyt)
         layer, rows, cols, nb = ctx.layer, gyt.shape[0], xt.shape[0], xt.shape[1]
         if layer.capture:
             layer.captured = (xt, gyt)
@@ -84,7 +95,7 @@ class SparseMatmul(torch.autograd.Function):
                 K.pick(val.shape[0] * nb, K.sddmm_serial, K.sddmm_parallel)(ptr, col, gyt.numpy(), xt.numpy(), gw.numpy())
             if need_x:
                 gx = torch.empty((cols, nb), dtype=xt.dtype)
-                K.spmm_t_serial(ptr, col, val, gyt.numpy(), gx.numpy())
+                K.pick(val.shape[0] * nb, K.spmm_t_serial, K.spmm_t_parallel)(ptr, col, val, gyt.numpy(), gx.numpy())
             if need_b:
                 gb = torch.empty(rows, dtype=gyt.dtype)
                 K.row_sums(gyt.numpy(), gb.numpy())

@@ -35,3 +35,30 @@ def test_rebuild_csr_finds_the_old_slot_of_each_kept_weight():
     out = np.empty(5, np.float32)
     K.remap(np.array([10, 11, 12, 13, 14], np.float32), source, out)
     assert out.tolist() == [0, 10, 11, 13, 14]
+
+
+def _random_csr(rows, cols, density, seed):
+    rng = np.random.default_rng(seed)
+    mask = rng.random((rows, cols)) < density
+    ptr = np.concatenate([[0], np.cumsum(mask.sum(1))]).astype(np.int32)
+    col = np.nonzero(mask)[1].astype(np.int32)
+    return ptr, col, rng.standard_normal(len(col)), mask
+
+
+def test_transpose_kernels_equal_numpy_transpose():
+    x = np.random.default_rng(1).standard_normal((7, 37))  # 37 columns: two 16-blocks and a rest
+    for kernel in (K.transpose_serial, K.transpose_parallel):
+        out = np.full((37, 7), np.nan)
+        kernel(x, out)
+        assert np.array_equal(out, x.T)
+
+
+def test_parallel_input_gradient_equals_dense_product():
+    ptr, col, val, mask = _random_csr(9, 23, 0.3, 2)
+    dense = np.zeros((9, 23))
+    dense[mask] = val
+    gt = np.random.default_rng(3).standard_normal((9, 5))
+    for kernel in (K.spmm_t_serial, K.spmm_t_parallel):
+        out = np.full((23, 5), np.nan)  # every row is written, also those no weight reaches
+        kernel(ptr, col, val, gt, out)
+        np.testing.assert_allclose(out, dense.T @ gt, rtol=0, atol=1e-12)

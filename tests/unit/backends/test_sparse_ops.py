@@ -101,3 +101,22 @@ def test_unsupported_layers_are_user_errors():
         to_sparse(model, None, ["0"])
     with pytest.raises(UserError, match="Linear, Conv1d and Conv2d"):
         to_sparse(nn.Sequential(nn.Conv3d(1, 1, 1)), None, ["0"])
+
+
+@pytest.mark.parametrize("cls,conv,shape", [(SparseConv2d, nn.Conv2d, (2, 2, 6, 5)), (SparseConv1d, nn.Conv1d, (2, 2, 9))])
+def test_dense_fallback_convolution_is_torchs_convolution_of_the_masked_weight(path, monkeypatch, cls, conv, shape):
+    monkeypatch.setattr(sparse_backend, "BREAK_EVEN", 0.05)
+    torch.manual_seed(6)
+    dense = conv(2, 3, 3, stride=2, padding=1).double()
+    mask = _mask(dense.weight.shape, 0.6, 6)
+    layer = cls(dense, dense.weight, mask)
+    assert layer.dense
+    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    functional = F.conv2d if conv is nn.Conv2d else F.conv1d
+    expected = functional(x, dense.weight.detach() * mask, dense.bias, 2, 1)
+    torch.testing.assert_close(layer(x), expected, rtol=0, atol=1e-12)
+    assert torch.autograd.gradcheck(layer, (x,))
+    weight = (dense.weight.detach() * mask).requires_grad_()
+    (functional(x.detach(), weight, dense.bias, 2, 1) ** 2).sum().backward()
+    (layer(x.detach()) ** 2).sum().backward()  # the weight gradient at the active weights only
+    torch.testing.assert_close(layer.values.grad, weight.grad.reshape(-1)[layer.flat_index()])
