@@ -6,10 +6,12 @@ vector: the forward is a row-wise CSR x dense product, the weight gradient is a 
 two contiguous rows per active weight (SDDMM), and the input gradient scatters rows.
 The forward and the SDDMM take four
 active weights of a row per pass over the batch vector (fewer loads and stores of the
-row they share: about 1.5x and 1.2x at 90-99% sparsity). Parallel versions split rows (forward, SDDMM, dense scatter/gather); the input gradient
-scatters into shared rows and stays serial (splitting the batch shares cache lines,
-private copies per thread did not pay in our measurements). Serial versions avoid the
-thread start-up cost on small problems. Outputs are preallocated by the caller.
+row they share: about 1.5x and 1.2x at 90-99% sparsity). Parallel versions split rows
+(forward, SDDMM, dense scatter/gather) or, for the input gradient, give each thread a
+range of output rows (it reads all of W and keeps the entries landing in its rows; threads
+splitting the batch instead wrote the same cache lines at the same time, 5x slower). A
+batch-major input is made feature-major by a blocked transpose. Serial versions avoid the
+start-up cost of a parallel region on small problems. Outputs are preallocated by the caller.
 """
 
 from __future__ import annotations
@@ -184,8 +186,9 @@ def transpose_parallel(x, out):
 
 
 PARALLEL_WORK = 100_000
-"""Multiply-adds below which the serial kernel wins: waking a second thread costs more than
-half of the work below a few million (measured with benchmarks/sparse_mlp.py, 2 threads)."""
+"""Multiply-adds below which the serial kernel runs: with OpenMP a parallel region starts in
+a few microseconds, so splitting pays from about 1e5 (benchmarks/sparse_mlp.py, 2 threads:
+5e4, 1e5 and 2e5 are within the noise of each other; 1e6 is 10-15% slower at 99%)."""
 
 
 COPY_WEIGHT = 16
