@@ -160,6 +160,29 @@ def row_sums(gt, out):
 
 
 @numba.njit(**_OPTS)
+def backward_serial(ptr, col, val, gt, xt, gw, gx, gb):
+    """The whole backward of ``yt = W @ xt + b`` in one call: weight gradient ``gw`` (SDDMM),
+    input gradient ``gx`` and bias gradient ``gb``; a zero-length output is skipped."""
+    if gw.shape[0]:
+        sddmm_serial(ptr, col, gt, xt, gw)
+    if gx.shape[0]:
+        spmm_t_serial(ptr, col, val, gt, gx)
+    if gb.shape[0]:
+        row_sums(gt, gb)
+
+
+@numba.njit(**_OPTS)
+def backward_parallel(ptr, col, val, gt, xt, gw, gx, gb):
+    """`backward_serial` with the parallel products (one Python call, two parallel regions)."""
+    if gw.shape[0]:
+        sddmm_parallel(ptr, col, gt, xt, gw)
+    if gx.shape[0]:
+        spmm_t_parallel(ptr, col, val, gt, gx)
+    if gb.shape[0]:
+        row_sums(gt, gb)
+
+
+@numba.njit(**_OPTS)
 def _transpose_cols(x, out, c0, c1):
     for cb in range(c0, c1, 16):  # 16 output rows at a time: their cache lines stay in L1
         ce = min(cb + 16, c1)
@@ -212,6 +235,8 @@ def pick(work: int, serial, parallel):
 
 
 EMPTY = {np.dtype(np.float32): np.zeros(0, np.float32), np.dtype(np.float64): np.zeros(0, np.float64)}
+EMPTY_2D = {dtype: empty.reshape(0, 0) for dtype, empty in EMPTY.items()}
+"""Zero-length stand-ins for the outputs `backward_serial` / `backward_parallel` skip."""
 
 
 @numba.njit(**_OPTS)

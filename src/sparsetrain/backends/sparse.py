@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sparsetrain.backends import kernels as K
-from sparsetrain.backends.sparse_ops import DenseFromCSR, NumpyViews, SparseMatmul, uses_numba
+from sparsetrain.backends.sparse_ops import DenseFromCSR, NumpyViews, SparseMatmul, sparse_product, uses_numba
 from sparsetrain.errors import UserError
 from sparsetrain.sparse.weights import BACKENDS, SparseWeight
 
@@ -166,7 +166,10 @@ class SparseLayer:
     def matmul(self, xt: torch.Tensor) -> torch.Tensor:
         """``W @ xt + bias[:, None]`` by the sparse kernels, for a feature-major input ``xt`` of
         shape (cols, batch). (Layers above break-even compute with `dense_weight` instead.)"""
-        return SparseMatmul.apply(xt, self.values, self.bias, self)
+        if torch.is_grad_enabled() and (xt.requires_grad or self.values.requires_grad
+                                        or (self.bias is not None and self.bias.requires_grad)):
+            return SparseMatmul.apply(xt, self.values, self.bias, self)
+        return sparse_product(self, xt, self.values, self.bias)  # inference: no autograd node
 
     def dense_weight(self) -> torch.Tensor:
         """The weight scattered into a dense (rows, cols) matrix, differentiable with respect to

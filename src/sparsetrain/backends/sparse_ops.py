@@ -55,50 +55,54 @@ class NumpyViews:
         return self._arrays
 
 
+def sparse_product(layer: Any, xt: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``W @ xt + bias[:, None]`` for a feature-major ``xt``, without autograd (the forward of
+    `SparseMatmul`, and the whole layer when no gradient is needed)."""
+    xt = feature_major(xt)
+    rows, nb = layer.rows, xt.shape[1]
+    if uses_numba(xt) and values.dtype == xt.dtype:
+        out = torch.empty((rows, nb), dtype=xt.dtype)
+        ptr, col, val, b = layer.numpy_views(values, bias)
+        K.pick(val.shape[0] * nb, K.spmm_serial, K.spmm_parallel)(ptr, col, val, xt.numpy(), b, out.numpy())
+        return out
+    w = torch.sparse_csr_tensor(layer.indptr, layer.indices, values.detach(), (rows, xt.shape[0]))
+    out = w @ xt
+    if bias is not None:
+        out += bias.detach().unsqueeze(1)
+    return out
+
+
 class SparseMatmul(torch.autograd.Function):
     """``yt = W @ xt (+ bias)``; W is ``layer``'s CSR (indptr, indices) with ``values``."""
 
     @staticmethod
     def forward(ctx: Any, xt: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | None,
                 layer: Any) -> torch.Tensor:
-        rows, nb = layer.rows, xt.shape[1]
         xt = feature_major(xt)
-        if uses_numba(xt) and values.dtype == xt.dtype:
-            out = torch.empty((rows, nb), dtype=xt.dtype)
-            ptr, col, val, b = layer.numpy_views(values, bias)
-            K.pick(val.shape[0] * nb, K.spmm_serial, K.spmm_parallel)(ptr, col, val, xt.numpy(), b, out.numpy())
-        else:
-            w = torch.sparse_csr_tensor(layer.indptr, layer.indices, values.detach(), (rows, xt.shape[0]))
-            out = w @ xt
-            if bias is not None:
-                out += bias.detach().unsqueeze(1)
         ctx.save_for_backward(xt, values)
-        ctx.has_bias = bias is not None
         ctx.bias = bias
         ctx.layer = layer
-        return out
+        return sparse_product(layer, xt, values, bias)
 
     @staticmethod
     def backward(ctx: Any, gyt: torch.Tensor):
         xt, values = ctx.saved_tensors
         gyt = feature_major(gyt)
-        layer, rows, cols, nb = ctx.layer, gyt.shape[0], xt.shape[0], xt.shape[1]
+        layer, bias, (need_x, need_w, need_b, _) = ctx.layer, ctx.bias, ctx.needs_input_grad
         if layer.capture:
             layer.captured = (xt, gyt)
-        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        need_b = ctx.has_bias and ctx.needs_input_grad[2]
+        need_b = need_b and bias is not None
+        rows, cols, nb = gyt.shape[0], xt.shape[0], xt.shape[1]
         gx = gw = gb = None
         if uses_numba(xt) and gyt.dtype == xt.dtype:
-            ptr, col, val, _ = layer.numpy_views(values, ctx.bias)
-            if need_w:
-                gw = torch.empty_like(values)
-                K.pick(val.shape[0] * nb, K.sddmm_serial, K.sddmm_parallel)(ptr, col, gyt.numpy(), xt.numpy(), gw.numpy())
-            if need_x:
-                gx = torch.empty((cols, nb), dtype=xt.dtype)
-                K.pick(val.shape[0] * nb, K.spmm_t_serial, K.spmm_t_parallel)(ptr, col, val, gyt.numpy(), gx.numpy())
-            if need_b:
-                gb = torch.empty(rows, dtype=gyt.dtype)
-                K.row_sums(gyt.numpy(), gb.numpy())
+            ptr, col, val, _ = layer.numpy_views(values, bias)
+            empty, empty_2d = K.EMPTY[val.dtype], K.EMPTY_2D[val.dtype]
+            gw = torch.empty_like(values) if need_w else None
+            gx = torch.empty((cols, nb), dtype=xt.dtype) if need_x else None
+            gb = torch.empty(rows, dtype=gyt.dtype) if need_b else None
+            K.pick(val.shape[0] * nb, K.backward_serial, K.backward_parallel)(
+                ptr, col, val, gyt.numpy(), xt.numpy(), empty if gw is None else gw.numpy(),
+                empty_2d if gx is None else gx.numpy(), empty if gb is None else gb.numpy())
         else:
             if need_w:
                 pattern = torch.sparse_csr_tensor(layer.indptr, layer.indices, torch.zeros_like(values), (rows, cols))

@@ -120,3 +120,12 @@ def test_dense_fallback_convolution_is_torchs_convolution_of_the_masked_weight(p
     (functional(x.detach(), weight, dense.bias, 2, 1) ** 2).sum().backward()
     (layer(x.detach()) ** 2).sum().backward()  # the weight gradient at the active weights only
     torch.testing.assert_close(layer.values.grad, weight.grad.reshape(-1)[layer.flat_index()])
+
+
+def test_inference_without_autograd_gives_the_same_output(path):
+    layer, w = _linear(9, 6, 0.3, seed=7)
+    x = torch.randn(4, 9, dtype=torch.float64)
+    with torch.no_grad():
+        out = layer(x)
+    assert out.grad_fn is None
+    torch.testing.assert_close(out, F.linear(x, w, layer.bias), rtol=0, atol=1e-12)
