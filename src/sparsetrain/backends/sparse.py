@@ -5,8 +5,8 @@ the tensor the optimizer updates), ``indptr`` (row starts, one row per output) a
 ``indices`` (int32 column of each active weight); Conv layers run as im2col + the same
 sparse matrix product. Outputs of a 2-d Linear are returned as a transposed view, so the
 next sparse layer reads its input in the feature-major layout its kernel wants without a
-copy. A layer denser than `BREAK_EVEN` runs a dense matmul over its scattered weights
-(same storage, same gradients), so the backend is never slower than the masked one.
+copy. A layer denser than `BREAK_EVEN` runs torch's dense Linear/convolution over its
+scattered weights (same storage, same gradients), where the sparse kernels would lose.
 
 Persistent state per active weight: 4 bytes value + 4 bytes column index (+ the optimizer's
 state on ``values``: 4 bytes for SGD momentum, 8 for Adam), plus 4 bytes per output row.
