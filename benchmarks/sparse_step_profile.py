@@ -1,0 +1,100 @@
+"""Where the time of one sparse training step goes (the MLP of benchmarks/sparse_mlp.py).
+
+Times each module's forward, the loss, the backward and the optimizer step of the
+``sparsetrain`` variant, median over rounds, in two states:
+
+- ``cold``: right after a masked-PyTorch step and forward, as in the interleaved
+  benchmark (caches and thread pools hold the other variant's work),
+- ``warm``: after a step of the same variant.
+
+It also times the whole step with the ReLU modules replaced by identities, which bounds
+what fusing the activation into the sparse kernels could save.
+
+    python benchmarks/sparse_step_profile.py --sparsities 0.9 0.99 0.999 --rounds 40
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).parent))
+import sparse_mlp as bench  # noqa: E402
+
+
+def _phases(var: bench.Variant, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    """Seconds of each phase of one training step of ``var``."""
+    out: dict[str, float] = {}
+    var.optimizer.zero_grad(set_to_none=True)
+    h, start = x, time.perf_counter()
+    for i, module in enumerate(var.model):
+        h = module(h)
+        now = time.perf_counter()
+        out[f"forward {i} {type(module).__name__}"], start = now - start, now
+    loss = F.cross_entropy(h, y)
+    now = time.perf_counter()
+    out["loss"], start = now - start, now
+    loss.backward()
+    now = time.perf_counter()
+    out["backward"], start = now - start, now
+    var.method.step()
+    out["optimizer step"] = time.perf_counter() - start
+    return out
+
+
+def profile(sparsity: float, rounds: int) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+    x, y = bench._data()
+    var, masked = bench.Variant("sparsetrain", sparsity), bench.Variant("masked", sparsity)
+    no_relu = bench.Variant("sparsetrain", sparsity)
+    for i, module in enumerate(no_relu.model):
+        if isinstance(module, torch.nn.ReLU):
+            no_relu.model[i] = torch.nn.Identity()
+    for v in (var, masked, no_relu):
+        for _ in range(3):
+            v.train_step(x, y)
+    samples: dict[str, dict[str, list[float]]] = {"cold": defaultdict(list), "warm": defaultdict(list)}
+    steps: dict[str, list[float]] = defaultdict(list)
+    for _ in range(rounds):
+        masked.train_step(x, y)
+        masked.infer(x)
+        for state in ("cold", "warm"):
+            for name, seconds in _phases(var, x, y).items():
+                samples[state][name].append(seconds)
+        masked.train_step(x, y)
+        steps["masked"].append(bench._timed(lambda: masked.train_step(x, y), 3))
+        steps["sparsetrain"].append(bench._timed(lambda: var.train_step(x, y), 3))
+        masked.train_step(x, y)
+        steps["sparsetrain, ReLU removed"].append(bench._timed(lambda: no_relu.train_step(x, y), 3))
+    phases = {state: {name: statistics.median(v) * 1e3 for name, v in by_name.items()}
+              for state, by_name in samples.items()}
+    return phases, {name: statistics.median(v) for name, v in steps.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sparsities", type=float, nargs="+", default=[0.9, 0.99, 0.999])
+    parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    bench._set_threads(args.threads)
+    for sparsity in args.sparsities:
+        phases, steps = profile(sparsity, args.rounds)
+        print(f"\n## sparsity {sparsity}: ms per phase (median of {args.rounds})\n")
+        print("| phase | cold | warm |\n|---|---|---|")
+        for name in phases["cold"]:
+            print(f"| {name} | {phases['cold'][name]:.3f} | {phases['warm'][name]:.3f} |")
+        print(f"| total | {sum(phases['cold'].values()):.3f} | {sum(phases['warm'].values()):.3f} |")
+        print("\nms per step, 3 steps timed together after a masked step: "
+              + ", ".join(f"{name} {ms:.3f}" for name, ms in steps.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
