@@ -100,6 +100,11 @@ class Method:
         self.step_count = int(state["step"])
 
 
+def _no_positions(w: SparseWeight) -> torch.Tensor:
+    """An empty list of flat positions of ``w`` (int32 when they fit: half the bytes)."""
+    return torch.zeros(0, dtype=torch.int32 if w.numel < 2**31 else torch.int64)
+
+
 @dataclass(frozen=True)
 class SparsityConfig(MethodConfig):
     """Which weights are sparse and how the density is spread over layers."""
@@ -137,9 +142,10 @@ class Sparsifier(Method):
         self.before_attach(names)
         self.weights = attach(model, names, cfg.backend, optimizer)
         self.targets = self._allocate()
-        self.ever_active = {w.name: torch.zeros_like(w.mask) for w in self.weights}
+        self.retired: dict[str, torch.Tensor] = {w.name: _no_positions(w) for w in self.weights}
+        """Per layer, the ascending flat positions that were active after some topology change
+        but are not now (the ITOP map is these plus the active weights; a static run keeps none)."""
         self.init_masks()
-        self._record_active()
 
     def before_attach(self, names: list[str]) -> None:
         """Runs while the model still has its plain dense layers, before the backend wraps the
@@ -175,9 +181,46 @@ class Sparsifier(Method):
         for w in self.weights:
             w.apply_mask()
 
-    def _record_active(self) -> None:
+    def _active_indices(self) -> dict[str, torch.Tensor]:
+        """Each layer's active flat positions now (pass them to `_record_active` after a change)."""
+        return {w.name: w.active_index() for w in self.weights}
+
+    def _record_active(self, before: dict[str, torch.Tensor] | None = None) -> None:
+        """Update the ITOP map after the active sets changed from ``before`` (from
+        `_active_indices`) to the current ones: positions that left are retired, positions
+        that came back are no longer. Without ``before`` nothing is retired."""
+        if before is None:
+            return
         for w in self.weights:
-            self.ever_active[w.name] |= w.mask
+            self._retire(w, before[w.name], w.active_index())
+
+    def _retire(self, w: SparseWeight, before: torch.Tensor, *after: torch.Tensor) -> None:
+        """Retire what left ``w``'s active set when it went from ``before`` to the union of
+        ``after`` (one or two ascending lists), and un-retire what came back."""
+        from sparsetrain.sparse.select import retire  # numba: imported on first use
+        now = [a.cpu().to(torch.int64).numpy() for a in after]
+        self.retired[w.name] = torch.from_numpy(retire(
+            self.retired[w.name].numpy(), before.cpu().to(torch.int64).numpy(), now[0],
+            now[1] if len(now) > 1 else now[0][:0]))
+
+    @property
+    def ever_active(self) -> dict[str, torch.Tensor]:
+        """Per layer, a boolean tensor of the weight's shape: True where the weight has ever been
+        active (since the first mask). Built on demand from the active set and `retired`."""
+        out = {}
+        for w in self.weights:
+            seen = w.mask.clone()
+            seen.view(-1)[self.retired[w.name].to(device=seen.device, dtype=torch.int64)] = True
+            out[w.name] = seen
+        return out
+
+    @ever_active.setter
+    def ever_active(self, maps: dict[str, torch.Tensor]) -> None:
+        """Set the ITOP map from dense boolean tensors (e.g. reset it to the current masks)."""
+        for w in self.weights:
+            retired = maps[w.name].to(w.mask.device).bool() & ~w.mask
+            self.retired[w.name] = torch.nonzero(retired.reshape(-1)).reshape(-1).cpu().to(
+                self.retired[w.name].dtype)
 
     def current_targets(self) -> dict[str, int]:
         """The number of active weights each layer must hold right now."""
@@ -185,13 +228,17 @@ class Sparsifier(Method):
 
     def itop_rate(self) -> float:
         total = sum(w.numel for w in self.weights)
-        return sum(int(e.sum()) for e in self.ever_active.values()) / total
+        return sum(w.active + self.retired[w.name].numel() for w in self.weights) / total
 
     def state_dict(self) -> dict[str, Any]:
-        return {"step": self.step_count,
-                "ever_active": {k: v.clone() for k, v in self.ever_active.items()}}
+        return {"step": self.step_count, "retired": {k: v.clone() for k, v in self.retired.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Also loads checkpoints that hold a dense ``ever_active`` map (load the model first:
+        the map is split against its current masks)."""
         super().load_state_dict(state)
-        for name, value in state["ever_active"].items():
-            self.ever_active[name].copy_(value)
+        if "retired" in state:
+            for name, value in state["retired"].items():
+                self.retired[name] = value.cpu().to(self.retired[name].dtype).clone()
+        elif "ever_active" in state:
+            self.ever_active = state["ever_active"]

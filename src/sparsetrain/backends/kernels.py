@@ -261,3 +261,39 @@ def mask_rows(ptr, col, out):
         row[:] = False
         for k in range(ptr[r], ptr[r + 1]):
             row[col[k]] = True
+
+
+@numba.njit(**_OPTS)
+def merge_csr(ptr, col, kept, grown, rows, cols):
+    """New (indptr, indices) of the active set ``kept`` ∪ ``grown`` (ascending flat row-major
+    positions, disjoint) and, per new entry, the slot in the old CSR (``ptr``, ``col``) of a
+    kept weight, or -1 for a grown one: a merge of the two lists row by row, O(nnz + rows)."""
+    nk, ng = kept.shape[0], grown.shape[0]
+    new_ptr = np.empty(rows + 1, np.int32)
+    new_col = np.empty(nk + ng, np.int32)
+    source = np.empty(nk + ng, np.int64)
+    new_ptr[0] = 0
+    a, b, q = 0, 0, 0
+    for r in range(rows):
+        base = r * cols
+        end = base + cols
+        p, p_end = ptr[r], ptr[r + 1]
+        while True:
+            ka = kept[a] if a < nk and kept[a] < end else end
+            gb = grown[b] if b < ng and grown[b] < end else end
+            if ka == end and gb == end:
+                break
+            if ka < gb:
+                c = ka - base
+                while p < p_end and col[p] < c:
+                    p += 1
+                new_col[q] = c
+                source[q] = p if p < p_end and col[p] == c else -1
+                a += 1
+            else:
+                new_col[q] = gb - base
+                source[q] = -1
+                b += 1
+            q += 1
+        new_ptr[r + 1] = q
+    return new_ptr, new_col, source

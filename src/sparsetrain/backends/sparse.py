@@ -162,6 +162,65 @@ class SparseLayer:
             self._set_structure(new_flat)
         self.captured = None
 
+    @torch.no_grad()
+    def rewire_flat(self, kept: torch.Tensor, grown: torch.Tensor,
+                    optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Make ``kept`` ∪ ``grown`` (ascending flat positions, disjoint; ``kept`` a subset of the
+        active ones) the active set: one merge of the two lists into the new CSR, O(nnz + rows),
+        never a pass over the dense shape. Kept weights keep their value, gradient and optimizer
+        state in their new slots; grown ones start at 0 with zero state."""
+        device = self.values.device
+        if device.type == "cpu":
+            indptr, indices, slots = K.merge_csr(
+                self.indptr.numpy(), self.indices.numpy(), kept.to(torch.int64).contiguous().numpy(),
+                grown.to(torch.int64).contiguous().numpy(), self.rows, self.cols)
+            index = torch.from_numpy(slots)
+
+            def remap(t: torch.Tensor) -> torch.Tensor:
+                if not uses_numba(t):
+                    out = t.new_zeros(index.numel())
+                    out[index >= 0] = t[index[index >= 0]]
+                    return out
+                out = t.new_empty(index.numel())
+                K.remap(t.detach().numpy(), slots, out.numpy())
+                return out
+        else:
+            kept, grown = kept.to(device), grown.to(device)
+            new_flat, order = torch.sort(torch.cat([kept, grown]))
+            source = torch.cat([torch.searchsorted(self.flat_index(), kept),
+                                torch.full_like(grown, -1)])[order]
+            target = torch.nonzero(source >= 0).reshape(-1)
+
+            def remap(t: torch.Tensor) -> torch.Tensor:
+                out = t.new_zeros(new_flat.numel())
+                out[target] = t[source[target]]
+                return out
+        self._install_values(remap, optimizer)
+        if device.type == "cpu":
+            self.indptr, self.indices = torch.from_numpy(indptr), torch.from_numpy(indices)
+            self._mask = None
+        else:
+            self._set_structure(new_flat)
+        self.captured = None
+
+    def _install_values(self, remap, optimizer: torch.optim.Optimizer | None) -> None:
+        """Pass ``values``, their gradient and every per-weight optimizer state tensor through
+        ``remap`` (old slots -> new slots); a new Parameter when the count changes."""
+        param = self.values
+        data = remap(param.data)
+        if data.numel() == param.numel():  # same count (SET, RigL): same Parameter object
+            state = optimizer.state.get(param) if optimizer is not None else None
+            for key, value in list((state or {}).items()):
+                if isinstance(value, torch.Tensor) and value.shape == param.shape:
+                    state[key] = remap(value)
+            param.grad = None if param.grad is None else remap(param.grad)
+            param.data = data
+        else:  # a new count (MEST): a new Parameter, since autograd caches the old shape
+            new = nn.Parameter(data, requires_grad=param.requires_grad)
+            new.grad = None if param.grad is None else remap(param.grad)
+            _swap_parameter(optimizer, param, new, remap)
+            self.values = new
+
     # --- compute --------------------------------------------------------------------------
     def matmul(self, xt: torch.Tensor) -> torch.Tensor:
         """``W @ xt + bias[:, None]`` for a feature-major input ``xt`` of shape (cols, batch)."""
@@ -454,6 +513,16 @@ class SparseBackendWeight(SparseWeight):
 
     def rewire(self, kept: torch.Tensor, grown: torch.Tensor, optimizer: torch.optim.Optimizer | None) -> None:
         self.module.restructure(kept | grown, kept, optimizer)
+
+    def active_index(self) -> torch.Tensor:
+        return self.module.flat_index()
+
+    def active_values(self) -> torch.Tensor:
+        return self.module.values.detach()
+
+    def rewire_flat(self, kept: torch.Tensor, grown: torch.Tensor,
+                    optimizer: torch.optim.Optimizer | None) -> None:
+        self.module.rewire_flat(kept, grown, optimizer)
 
     def densify(self, twin: nn.Module) -> None:
         if isinstance(twin.get_submodule(self.name[: -len(".weight")]), SparseLayer):

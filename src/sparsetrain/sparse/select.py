@@ -88,3 +88,243 @@ def top_k_cpu(values: np.ndarray, k: int, allowed: np.ndarray | None = None) -> 
     use = allowed is not None
     available = _select(bits, np.ascontiguousarray(allowed) if use else _NO_ALLOWED, use, k, out)
     return out, int(available)
+
+
+# --- selection on sorted flat indices (topology updates that scale with the active set) -------
+@numba.njit(**_OPTS)
+def _abs_key(u):
+    return (u & np.uint32(0x7FFFFFFF)) | np.uint32(0x80000000)  # key of |x| (-0.0 folds onto +0.0)
+
+
+@numba.njit(**_OPTS)
+def _sample_abs_keys(bits, excluded, stride):
+    """|x| bit patterns (ordered as the floats) at every ``stride``-th position not in
+    ``excluded`` (sorted)."""
+    n = bits.shape[0]
+    keys = np.empty((n + stride - 1) // stride, np.uint32)
+    ne = excluded.shape[0]
+    p, q = 0, 0
+    for i in range(0, n, stride):
+        while p < ne and excluded[p] < i:
+            p += 1
+        if p < ne and excluded[p] == i:
+            continue
+        keys[q] = bits[i] & np.uint32(0x7FFFFFFF)
+        q += 1
+    return keys[:q]
+
+
+@numba.njit(**_OPTS)
+def _collect_above(bits, excluded, start, stop, threshold, positions, keys):
+    """Write (position, |x| bits) of every position in [start, stop) not in ``excluded`` whose
+    |x| is >= ``threshold`` (NaN always is), ascending, from slot ``start``; returns the count."""
+    at = start
+    for i in range(start, stop):  # branch-free compaction: a slot is kept by moving on
+        u = bits[i] & np.uint32(0x7FFFFFFF)
+        positions[at] = i
+        keys[at] = u
+        at += u >= threshold
+    # drop the excluded positions (a merge walk over the few collected ones)
+    p = np.searchsorted(excluded, start)
+    ne = excluded.shape[0]
+    q = start
+    for j in range(start, at):
+        i = positions[j]
+        while p < ne and excluded[p] < i:
+            p += 1
+        if p < ne and excluded[p] == i:
+            continue
+        positions[q] = i
+        keys[q] = keys[j]
+        q += 1
+    return q - start
+
+
+@numba.njit(parallel=True, **_OPTS)
+def _collect_chunks(bits, excluded, threshold, chunks, positions, keys, counts):
+    n = bits.shape[0]
+    step = (n + chunks - 1) // chunks
+    for c in numba.prange(chunks):
+        counts[c] = _collect_above(bits, excluded, min(c * step, n), min((c + 1) * step, n),
+                                   threshold, positions, keys)
+
+
+@numba.njit(**_OPTS)
+def _select_collected(positions, keys, starts, counts, k):
+    """The ascending positions of the ``k`` largest keys among the collected ones (ties to the
+    lower position): a two-level 16-bit histogram select, then one ordered pass."""
+    hist = np.zeros(65536, np.int64)
+    for c in range(starts.shape[0]):
+        for j in range(starts[c], starts[c] + counts[c]):
+            hist[keys[j] >> np.uint32(16)] += 1
+    need = k
+    high = 65535
+    while hist[high] < need:
+        need -= hist[high]
+        high -= 1
+    hist[:] = 0
+    for c in range(starts.shape[0]):
+        for j in range(starts[c], starts[c] + counts[c]):
+            if (keys[j] >> np.uint32(16)) == high:
+                hist[keys[j] & np.uint32(0xFFFF)] += 1
+    low = 65535
+    while hist[low] < need:
+        need -= hist[low]
+        low -= 1
+    kth = (np.uint32(high) << np.uint32(16)) | np.uint32(low)
+    out = np.empty(k, np.int64)
+    q = 0
+    for c in range(starts.shape[0]):
+        for j in range(starts[c], starts[c] + counts[c]):
+            key = keys[j]
+            if key > kth or (key == kth and need > 0):
+                if key == kth:
+                    need -= 1
+                out[q] = positions[j]
+                q += 1
+    return out
+
+
+SAMPLE = 16384
+"""Positions sampled to estimate the k-th largest |x| before the collecting pass."""
+
+
+def top_abs_excluding(values: np.ndarray, k: int, excluded: np.ndarray, threads: int = 1) -> tuple[np.ndarray, int]:
+    """(positions, available): the ascending flat positions of the ``k`` largest ``|values|``
+    (float32) outside ``excluded`` (sorted int64, in range, distinct), ties to the lower
+    position, and the number of allowed positions; available is -1 when an allowed value is
+    NaN. The positions are meaningless unless 1 <= k <= available.
+
+    A strided sample estimates a threshold safely below the k-th largest |x|; one pass (split
+    over ``threads``) collects every position at or above it, the excluded ones are removed by
+    a merge walk, and an exact select among the few candidates gives the answer. Should the
+    estimate be too high (fewer than k collected), the pass is repeated with no threshold, so
+    the result is exact whatever the sample."""
+    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
+    excluded = np.ascontiguousarray(excluded, dtype=np.int64)
+    n = bits.shape[0]
+    available = n - excluded.shape[0]
+    if not 1 <= k <= available:
+        return np.zeros(0, np.int64), available
+    sample = _sample_abs_keys(bits, excluded, max(1, n // SAMPLE))
+    s = sample.shape[0]
+    expected = s * k / available  # sampled values expected at or above the k-th largest
+    rank = int(expected * 1.05 + 4 * np.sqrt(expected) + 16)
+    threshold = np.uint32(0) if rank >= s else np.partition(sample, s - rank)[s - rank]
+    chunks = max(1, min(threads, n // 65536, numba.config.NUMBA_NUM_THREADS))
+    if chunks > 1:
+        numba.set_num_threads(chunks)
+    positions = np.empty(n, np.int64)  # allocation is lazy: only the collected slots are touched
+    keys = np.empty(n, np.uint32)
+    counts = np.zeros(chunks, np.int64)
+    step = (n + chunks - 1) // chunks
+    starts = np.minimum(np.arange(chunks, dtype=np.int64) * step, n)
+    for attempt in (threshold, np.uint32(0)):
+        _collect_chunks(bits, excluded, np.uint32(attempt), chunks, positions, keys, counts)
+        if counts.sum() >= k:
+            break
+    if _has_nan(keys, starts, counts):
+        return np.zeros(0, np.int64), -1
+    return _select_collected(positions, keys, starts, counts, k), available
+
+
+@numba.njit(**_OPTS)
+def _has_nan(keys, starts, counts):
+    for c in range(starts.shape[0]):
+        for j in range(starts[c], starts[c] + counts[c]):
+            if keys[j] > np.uint32(0x7F800000):
+                return True
+    return False
+
+
+@numba.njit(**_OPTS)
+def _accept(draws, words, out, count):
+    """Append each draw whose bit is clear in ``words`` (and set it) until ``out`` is full."""
+    n = out.shape[0]
+    for d in draws:
+        if count == n:
+            break
+        w, b = d >> 6, np.uint64(1) << np.uint64(d & 63)
+        if not words[w] & b:
+            words[w] |= b
+            out[count] = d
+            count += 1
+    return count
+
+
+@numba.njit(**_OPTS)
+def _mark(words, positions):
+    for d in positions:
+        words[d >> 6] |= np.uint64(1) << np.uint64(d & 63)
+
+
+@numba.njit(**_OPTS)
+def _complement(n, excluded):
+    """The ascending positions of [0, n) not in ``excluded`` (sorted)."""
+    out = np.empty(n - excluded.shape[0], np.int64)
+    p, q = 0, 0
+    ne = excluded.shape[0]
+    for i in range(n):
+        if p < ne and excluded[p] == i:
+            p += 1
+        else:
+            out[q] = i
+            q += 1
+    return out
+
+
+def sample_excluding(n: int, k: int, excluded: np.ndarray, gen) -> np.ndarray:
+    """``k`` distinct positions drawn uniformly from [0, n) minus ``excluded`` (sorted int64),
+    ascending. Draws flat positions from the torch generator ``gen`` and rejects excluded ones
+    and repeats (each accepted draw is uniform over the candidates still free, so the set is a
+    uniform k-subset), in O(k) expected time while candidates are plentiful; when rejection
+    would cost more than a pass over all positions, permutes the explicit candidate list."""
+    import math
+
+    import torch
+
+    candidates = n - excluded.shape[0]
+    if not 0 <= k <= candidates:
+        raise ValueError(f"cannot choose {k} positions out of {candidates}")
+    if k == 0:
+        return np.zeros(0, np.int64)
+    expected_draws = n * math.log(candidates / (candidates - k)) if k < candidates else math.inf
+    if expected_draws > n / 4:
+        pool = _complement(n, np.ascontiguousarray(excluded, dtype=np.int64))
+        pick = torch.randperm(candidates, generator=gen)[:k].numpy()
+        return np.sort(pool[pick])
+    words = np.zeros((n + 63) // 64, np.uint64)
+    _mark(words, np.ascontiguousarray(excluded, dtype=np.int64))
+    out = np.empty(k, np.int64)
+    count = 0
+    while count < k:
+        batch = int((k - count) * n / (candidates - count) * 1.05) + 16
+        draws = torch.randint(0, n, (batch,), generator=gen, dtype=torch.int64).numpy()
+        count = _accept(draws, words, out, count)
+    return np.sort(out)
+
+
+@numba.njit(**_OPTS)
+def retire(retired, before, after, also_after):
+    """(``retired`` ∪ ``before``) minus (``after`` ∪ ``also_after``): the positions active at some
+    time but not now, after the active set went from ``before`` to ``after`` ∪ ``also_after``
+    (all sorted, ``retired`` disjoint from ``before``); one merge walk, in ``retired``'s dtype."""
+    nr, nb, na, nc = retired.shape[0], before.shape[0], after.shape[0], also_after.shape[0]
+    out = np.empty(nr + nb, retired.dtype)
+    i, j, p, t, q = 0, 0, 0, 0, 0
+    while i < nr or j < nb:
+        if j >= nb or (i < nr and retired[i] < before[j]):
+            v = np.int64(retired[i])
+            i += 1
+        else:
+            v = np.int64(before[j])
+            j += 1
+        while p < na and after[p] < v:
+            p += 1
+        while t < nc and also_after[t] < v:
+            t += 1
+        if (p < na and after[p] == v) or (t < nc and also_after[t] == v):
+            continue
+        out[q] = v
+        q += 1
+    return out[:q].copy()
