@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, Iterable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -192,16 +193,17 @@ class Sparsifier(Method):
         if before is None:
             return
         for w in self.weights:
-            self._retire(w, before[w.name], w.active_index())
+            old, new = before[w.name].cpu().numpy(), w.active_index().cpu().numpy()
+            self._retire(w, torch.from_numpy(np.setdiff1d(old, new, assume_unique=True)),
+                         torch.from_numpy(np.setdiff1d(new, old, assume_unique=True)))
 
-    def _retire(self, w: SparseWeight, before: torch.Tensor, *after: torch.Tensor) -> None:
-        """Retire what left ``w``'s active set when it went from ``before`` to the union of
-        ``after`` (one or two ascending lists), and un-retire what came back."""
+    def _retire(self, w: SparseWeight, dropped: torch.Tensor, grown: torch.Tensor) -> None:
+        """Retire the ascending positions ``dropped`` that left ``w``'s active set and un-retire
+        the ascending positions ``grown`` that joined it."""
         from sparsetrain.sparse.select import retire  # numba: imported on first use
-        now = [a.cpu().to(torch.int64).numpy() for a in after]
         self.retired[w.name] = torch.from_numpy(retire(
-            self.retired[w.name].numpy(), before.cpu().to(torch.int64).numpy(), now[0],
-            now[1] if len(now) > 1 else now[0][:0]))
+            self.retired[w.name].numpy(), dropped.cpu().to(torch.int64).numpy(),
+            grown.cpu().to(torch.int64).numpy(), w.numel))
 
     @property
     def ever_active(self) -> dict[str, torch.Tensor]:

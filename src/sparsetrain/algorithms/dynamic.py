@@ -126,18 +126,18 @@ class DynamicSparsifier(Sparsifier):
         Positions are flat indices into the group's layers laid end to end, so the selection
         is the same as one over the concatenated dense tensors (ties to the lower position)."""
         weights = [self.weights[i] for i in group]
-        sizes = [w.numel for w in weights]
         offsets = [0]
-        for size in sizes:
-            offsets.append(offsets[-1] + size)
+        for w in weights:
+            offsets.append(offsets[-1] + w.numel)
         before = [w.active_index() for w in weights]
-        active_flat = _cat([b + off for b, off in zip(before, offsets)])
+        active_flat = _cat([b + off if off else b for b, off in zip(before, offsets)])
         active = active_flat.numel()
         target = sum(self.targets[w.name] for w in weights)
         n_keep, n_grow = self.plan(active, target, fraction, offsets[-1])
         scores = _cat([self.drop_scores(w, grads.get(w.name), b).float().reshape(-1)
                        for w, b in zip(weights, before)])
-        kept = active_flat[torch.nonzero(topk_mask(scores, n_keep)).reshape(-1)]
+        keep = topk_mask(scores, n_keep)  # one bool per active weight
+        kept = _compact(active_flat, keep)
         excluded = kept if self.grow_from_kept_complement else active_flat
         if self.config.grow_unactivated_only:
             retired = _cat([self.retired[w.name].to(active_flat.device, torch.int64) + off
@@ -146,11 +146,13 @@ class DynamicSparsifier(Sparsifier):
             if offsets[-1] - explored.numel() >= n_grow:  # once everything was explored, fall back
                 excluded = explored
         grown = self._grow(group, weights, grads, excluded, n_grow, offsets[-1])
+        start = 0
         for w, b, lo, hi in zip(weights, before, offsets, offsets[1:]):
-            kept_w = _slice(kept, lo, hi) - lo
-            grown_w = _slice(grown, lo, hi) - lo
-            w.rewire_flat(kept_w, grown_w, self.optimizer)
-            self._retire(w, b, kept_w, grown_w)
+            keep_w = keep[start:start + b.numel()]
+            start += b.numel()
+            grown_w = _slice(grown, lo, hi) - lo if len(weights) > 1 else grown
+            w.rewire_flat(keep_w, grown_w, self.optimizer)
+            self._retire(w, _compact(b, keep_w, invert=True), grown_w)
 
     def _grow(self, group: list[int], weights: list[SparseWeight], grads: dict,
               excluded: torch.Tensor, n: int, total: int) -> torch.Tensor:
@@ -202,3 +204,10 @@ def _slice(positions: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
     bounds = torch.searchsorted(positions, torch.tensor([lo, hi], device=positions.device))
     return positions[int(bounds[0]):int(bounds[1])]
 
+
+def _compact(positions: torch.Tensor, keep: torch.Tensor, invert: bool = False) -> torch.Tensor:
+    """``positions[keep]`` (``positions[~keep]`` with ``invert``)."""
+    if positions.device.type == "cpu":
+        from sparsetrain.sparse.select import compact  # numba: imported on first use
+        return torch.from_numpy(compact(positions.numpy(), keep.numpy(), invert))
+    return positions[~keep if invert else keep]

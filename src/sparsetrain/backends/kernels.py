@@ -20,6 +20,8 @@ import numba
 import numpy as np
 import torch
 from numba import prange
+from numba.core import types
+from numba.extending import intrinsic
 
 if "NUMBA_THREADING_LAYER" not in os.environ:
     # workers that sleep between kernels: an OpenMP pool beside torch's would spin against it
@@ -263,37 +265,104 @@ def mask_rows(ptr, col, out):
             row[col[k]] = True
 
 
+@intrinsic
+def _popcount(typingctx, x):
+    """Number of set bits of a uint64 (LLVM ctpop)."""
+    def codegen(context, builder, signature, args):
+        return builder.ctpop(args[0])
+    return types.uint64(types.uint64), codegen
+
+
 @numba.njit(**_OPTS)
-def merge_csr(ptr, col, kept, grown, rows, cols):
-    """New (indptr, indices) of the active set ``kept`` ∪ ``grown`` (ascending flat row-major
-    positions, disjoint) and, per new entry, the slot in the old CSR (``ptr``, ``col``) of a
-    kept weight, or -1 for a grown one: a merge of the two lists row by row, O(nnz + rows)."""
-    nk, ng = kept.shape[0], grown.shape[0]
-    new_ptr = np.empty(rows + 1, np.int32)
-    new_col = np.empty(nk + ng, np.int32)
-    source = np.empty(nk + ng, np.int64)
-    new_ptr[0] = 0
-    a, b, q = 0, 0, 0
+def _merge_rows(ptr, col, keep, grown, gptr, new_ptr, cols, new_col, source, r0, r1, dummy):
+    nw = (cols + 63) // 64
+    gw, kw = np.zeros(nw, np.uint64), np.zeros(nw, np.uint64)
+    gpre, kpre = np.zeros(nw, np.int64), np.zeros(nw, np.int64)
+    one = np.uint64(1)
+    for r in range(r0, r1):
+        base = np.int64(r) * cols
+        s0, s1, g0, g1 = np.int64(ptr[r]), np.int64(ptr[r + 1]), gptr[r], gptr[r + 1]
+        gw[:] = 0
+        kw[:] = 0
+        for g in range(g0, g1):  # row bitmaps of the grown and the kept columns
+            c = grown[g] - base
+            gw[c >> 6] |= one << np.uint64(c & 63)
+        for s in range(s0, s1):
+            c = np.int64(col[s])
+            kw[c >> 6] |= np.uint64(keep[s]) << np.uint64(c & 63)
+        a, b = np.int64(0), np.int64(0)
+        for w in range(nw):
+            gpre[w], kpre[w] = a, b
+            a += np.int64(_popcount(gw[w]))
+            b += np.int64(_popcount(kw[w]))
+        # new slot = row start + rank among its own list + rank among the other list
+        at = np.int64(new_ptr[r])
+        for s in range(s0, s1):
+            c = np.int64(col[s])
+            w = c >> 6
+            slot = at + gpre[w] + np.int64(_popcount(gw[w] & ((one << np.uint64(c & 63)) - one)))
+            k = keep[s]
+            slot = slot if k else dummy
+            new_col[slot] = c
+            source[slot] = s
+            at += k
+        at = np.int64(new_ptr[r])
+        for g in range(g0, g1):
+            c = grown[g] - base
+            w = c >> 6
+            slot = at + kpre[w] + np.int64(_popcount(kw[w] & ((one << np.uint64(c & 63)) - one)))
+            new_col[slot] = c
+            source[slot] = -1
+            at += 1
+
+
+@numba.njit(**_OPTS)
+def merge_csr(ptr, col, keep, grown, rows, cols):
+    """New (indptr, indices) after a topology update and, per new entry, the slot of the same
+    weight in the old CSR (``ptr``, ``col``), or -1 for a grown one. ``keep`` (bool per old
+    slot) says which old weights stay, ``grown`` are the ascending flat row-major positions of
+    the new ones (none of them kept). Each row is placed by ranks, not by a serial merge: a
+    kept weight's new slot is its rank among the kept ones plus the number of grown columns
+    below it (popcounts of a row bitmap), and vice versa; O(nnz + grown + rows·cols/64)."""
+    ng = grown.shape[0]
+    gptr = np.empty(rows + 1, np.int64)
+    g = 0
     for r in range(rows):
-        base = r * cols
-        end = base + cols
-        p, p_end = ptr[r], ptr[r + 1]
-        while True:
-            ka = kept[a] if a < nk and kept[a] < end else end
-            gb = grown[b] if b < ng and grown[b] < end else end
-            if ka == end and gb == end:
-                break
-            if ka < gb:
-                c = ka - base
-                while p < p_end and col[p] < c:
-                    p += 1
-                new_col[q] = c
-                source[q] = p if p < p_end and col[p] == c else -1
-                a += 1
-            else:
-                new_col[q] = gb - base
-                source[q] = -1
-                b += 1
-            q += 1
-        new_ptr[r + 1] = q
-    return new_ptr, new_col, source
+        gptr[r] = g
+        end = np.int64(r + 1) * cols
+        while g < ng and grown[g] < end:
+            g += 1
+    gptr[rows] = g
+    new_ptr = np.empty(rows + 1, np.int32)
+    new_ptr[0] = 0
+    for r in range(rows):
+        kept = 0
+        for s in range(ptr[r], ptr[r + 1]):
+            kept += keep[s]
+        new_ptr[r + 1] = new_ptr[r] + kept + (gptr[r + 1] - gptr[r])
+    total = np.int64(new_ptr[rows])
+    new_col = np.empty(total + 1, np.int32)  # the last slot takes the writes of dropped weights
+    source = np.empty(total + 1, np.int64)
+    _merge_rows(ptr, col, keep, grown, gptr, new_ptr, cols, new_col, source, 0, rows, total)
+    return new_ptr, new_col[:total], source[:total]
+
+
+@numba.njit(**_OPTS)
+def remap_branchless(old, source, out):
+    """out[i] = old[source[i]], or 0 where source[i] < 0 (a grown weight), without branches."""
+    for i in range(source.shape[0]):
+        s = source[i]
+        ok = s >= 0
+        v = old[s if ok else 0]
+        out[i] = v if ok else 0
+
+
+@numba.njit(**_OPTS)
+def flat_positions(ptr, col, cols):
+    """Row-major flat position of every entry of the CSR (``ptr``, ``col``), ascending."""
+    out = np.empty(ptr[ptr.shape[0] - 1], np.int64)
+    for r in range(ptr.shape[0] - 1):
+        base = np.int64(r) * cols
+        for k in range(ptr[r], ptr[r + 1]):
+            out[k] = base + col[k]
+    return out

@@ -163,16 +163,17 @@ class SparseLayer:
         self.captured = None
 
     @torch.no_grad()
-    def rewire_flat(self, kept: torch.Tensor, grown: torch.Tensor,
+    def rewire_flat(self, keep: torch.Tensor, grown: torch.Tensor,
                     optimizer: torch.optim.Optimizer | None = None) -> None:
-        """Make ``kept`` ∪ ``grown`` (ascending flat positions, disjoint; ``kept`` a subset of the
-        active ones) the active set: one merge of the two lists into the new CSR, O(nnz + rows),
-        never a pass over the dense shape. Kept weights keep their value, gradient and optimizer
-        state in their new slots; grown ones start at 0 with zero state."""
+        """One topology update given ``keep`` (bool per active weight, in CSR order) and ``grown``
+        (ascending flat positions of new weights, none of them kept): one merge of each CSR row
+        with its grown entries, O(nnz + grown + rows), never a pass over the dense shape. Kept
+        weights keep their value, gradient and optimizer state in their new slots; grown ones
+        start at 0 with zero state."""
         device = self.values.device
         if device.type == "cpu":
             indptr, indices, slots = K.merge_csr(
-                self.indptr.numpy(), self.indices.numpy(), kept.to(torch.int64).contiguous().numpy(),
+                self.indptr.numpy(), self.indices.numpy(), keep.to(torch.bool).contiguous().numpy(),
                 grown.to(torch.int64).contiguous().numpy(), self.rows, self.cols)
             index = torch.from_numpy(slots)
 
@@ -182,13 +183,14 @@ class SparseLayer:
                     out[index >= 0] = t[index[index >= 0]]
                     return out
                 out = t.new_empty(index.numel())
-                K.remap(t.detach().numpy(), slots, out.numpy())
+                K.remap_branchless(t.detach().numpy(), slots, out.numpy())
                 return out
         else:
-            kept, grown = kept.to(device), grown.to(device)
-            new_flat, order = torch.sort(torch.cat([kept, grown]))
-            source = torch.cat([torch.searchsorted(self.flat_index(), kept),
-                                torch.full_like(grown, -1)])[order]
+            old_flat = self.flat_index()
+            keep, grown = keep.to(device), grown.to(device)
+            kept_slots = torch.nonzero(keep).reshape(-1)
+            new_flat, order = torch.sort(torch.cat([old_flat[kept_slots], grown]))
+            source = torch.cat([kept_slots, torch.full_like(grown, -1)])[order]
             target = torch.nonzero(source >= 0).reshape(-1)
 
             def remap(t: torch.Tensor) -> torch.Tensor:
@@ -515,14 +517,17 @@ class SparseBackendWeight(SparseWeight):
         self.module.restructure(kept | grown, kept, optimizer)
 
     def active_index(self) -> torch.Tensor:
-        return self.module.flat_index()
+        module = self.module
+        if module.indptr.device.type == "cpu":
+            return torch.from_numpy(K.flat_positions(module.indptr.numpy(), module.indices.numpy(), module.cols))
+        return module.flat_index()
 
     def active_values(self) -> torch.Tensor:
         return self.module.values.detach()
 
-    def rewire_flat(self, kept: torch.Tensor, grown: torch.Tensor,
+    def rewire_flat(self, keep: torch.Tensor, grown: torch.Tensor,
                     optimizer: torch.optim.Optimizer | None) -> None:
-        self.module.rewire_flat(kept, grown, optimizer)
+        self.module.rewire_flat(keep, grown, optimizer)
 
     def densify(self, twin: nn.Module) -> None:
         if isinstance(twin.get_submodule(self.name[: -len(".weight")]), SparseLayer):

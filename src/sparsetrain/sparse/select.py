@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+from numba.cpython.unsafe.numbers import trailing_zeros
 
 _OPTS = dict(nogil=True, cache=False)
 
@@ -115,37 +116,39 @@ def _sample_abs_keys(bits, excluded, stride):
 
 
 @numba.njit(**_OPTS)
-def _collect_above(bits, excluded, start, stop, threshold, positions, keys):
-    """Write (position, |x| bits) of every position in [start, stop) not in ``excluded`` whose
-    |x| is >= ``threshold`` (NaN always is), ascending, from slot ``start``; returns the count."""
+def _collect_above(bits, words, start, stop, threshold, positions, keys):
+    """Write (position, |x| bits) of every position in [start, stop) (start a multiple of 64)
+    whose bit in ``words`` is clear and whose |x| is >= ``threshold`` (NaN always is),
+    ascending, from slot ``start``; returns the count."""
     at = start
-    for i in range(start, stop):  # branch-free compaction: a slot is kept by moving on
-        u = bits[i] & np.uint32(0x7FFFFFFF)
-        positions[at] = i
-        keys[at] = u
-        at += u >= threshold
-    # drop the excluded positions (a merge walk over the few collected ones)
-    p = np.searchsorted(excluded, start)
-    ne = excluded.shape[0]
-    q = start
-    for j in range(start, at):
-        i = positions[j]
-        while p < ne and excluded[p] < i:
-            p += 1
-        if p < ne and excluded[p] == i:
-            continue
-        positions[q] = i
-        keys[q] = keys[j]
-        q += 1
-    return q - start
+    top = np.uint32(0x7FFFFFFF)
+    blocks = (stop - start) // 64
+    for b in range(blocks):  # a 64-bit hit mask per block (vectorised), then only the hits
+        base = start + b * 64
+        hits = np.uint64(0)
+        for j in range(64):
+            hits |= np.uint64((bits[base + j] & top) >= threshold) << np.uint64(j)
+        hits &= ~words[base >> 6]
+        while hits:
+            i = base + trailing_zeros(hits)
+            positions[at] = i
+            keys[at] = bits[i] & top
+            at += 1
+            hits &= hits - np.uint64(1)
+    for i in range(start + blocks * 64, stop):
+        u = bits[i] & top
+        if u >= threshold and not (words[i >> 6] >> np.uint64(i & 63)) & np.uint64(1):
+            positions[at] = i
+            keys[at] = u
+            at += 1
+    return at - start
 
 
 @numba.njit(parallel=True, **_OPTS)
-def _collect_chunks(bits, excluded, threshold, chunks, positions, keys, counts):
+def _collect_chunks(bits, words, threshold, step, positions, keys, counts):
     n = bits.shape[0]
-    step = (n + chunks - 1) // chunks
-    for c in numba.prange(chunks):
-        counts[c] = _collect_above(bits, excluded, min(c * step, n), min((c + 1) * step, n),
+    for c in numba.prange(counts.shape[0]):
+        counts[c] = _collect_above(bits, words, min(c * step, n), min((c + 1) * step, n),
                                    threshold, positions, keys)
 
 
@@ -211,16 +214,21 @@ def top_abs_excluding(values: np.ndarray, k: int, excluded: np.ndarray, threads:
     expected = s * k / available  # sampled values expected at or above the k-th largest
     rank = int(expected * 1.05 + 4 * np.sqrt(expected) + 16)
     threshold = np.uint32(0) if rank >= s else np.partition(sample, s - rank)[s - rank]
+    words = np.zeros((n + 63) // 64, np.uint64)
+    _mark(words, excluded)
     chunks = max(1, min(threads, n // 65536, numba.config.NUMBA_NUM_THREADS))
     if chunks > 1:
         numba.set_num_threads(chunks)
     positions = np.empty(n, np.int64)  # allocation is lazy: only the collected slots are touched
     keys = np.empty(n, np.uint32)
     counts = np.zeros(chunks, np.int64)
-    step = (n + chunks - 1) // chunks
+    step = ((n + chunks - 1) // chunks + 63) // 64 * 64
     starts = np.minimum(np.arange(chunks, dtype=np.int64) * step, n)
     for attempt in (threshold, np.uint32(0)):
-        _collect_chunks(bits, excluded, np.uint32(attempt), chunks, positions, keys, counts)
+        if chunks == 1:
+            counts[0] = _collect_above(bits, words, 0, n, np.uint32(attempt), positions, keys)
+        else:
+            _collect_chunks(bits, words, np.uint32(attempt), step, positions, keys, counts)
         if counts.sum() >= k:
             break
     if _has_nan(keys, starts, counts):
@@ -305,26 +313,36 @@ def sample_excluding(n: int, k: int, excluded: np.ndarray, gen) -> np.ndarray:
 
 
 @numba.njit(**_OPTS)
-def retire(retired, before, after, also_after):
-    """(``retired`` ∪ ``before``) minus (``after`` ∪ ``also_after``): the positions active at some
-    time but not now, after the active set went from ``before`` to ``after`` ∪ ``also_after``
-    (all sorted, ``retired`` disjoint from ``before``); one merge walk, in ``retired``'s dtype."""
-    nr, nb, na, nc = retired.shape[0], before.shape[0], after.shape[0], also_after.shape[0]
-    out = np.empty(nr + nb, retired.dtype)
-    i, j, p, t, q = 0, 0, 0, 0, 0
-    while i < nr or j < nb:
-        if j >= nb or (i < nr and retired[i] < before[j]):
-            v = np.int64(retired[i])
-            i += 1
-        else:
-            v = np.int64(before[j])
-            j += 1
-        while p < na and after[p] < v:
-            p += 1
-        while t < nc and also_after[t] < v:
-            t += 1
-        if (p < na and after[p] == v) or (t < nc and also_after[t] == v):
-            continue
+def compact(values, keep, invert):
+    """``values[keep]`` (or ``values[~keep]`` when ``invert``), without branches."""
+    out = np.empty(values.shape[0], values.dtype)
+    q = 0
+    for i in range(values.shape[0]):
+        out[q] = values[i]
+        q += keep[i] != invert
+    return out[:q].copy()
+
+
+@numba.njit(**_OPTS)
+def retire(retired, dropped, grown, n):
+    """(``retired`` ∪ ``dropped``) minus ``grown``, ascending: the ITOP bookkeeping of one update
+    in which ``dropped`` left the active set and ``grown`` joined it (all sorted, positions in
+    [0, n); ``retired`` and ``dropped`` disjoint). A branch-free merge and a bitmap of
+    ``grown``; the result in ``retired``'s dtype."""
+    words = np.zeros((n + 63) // 64, np.uint64)
+    for g in grown:
+        words[g >> 6] |= np.uint64(1) << np.uint64(g & 63)
+    nr, nd = retired.shape[0], dropped.shape[0]
+    out = np.empty(nr + nd, retired.dtype)
+    big = np.int64(n)
+    i, j, q = 0, 0, 0
+    for _ in range(nr + nd):
+        a = np.int64(retired[i]) if i < nr else big
+        b = np.int64(dropped[j]) if j < nd else big
+        take_a = a < b
+        v = a if take_a else b
+        i += take_a
+        j += not take_a
         out[q] = v
-        q += 1
+        q += not (words[v >> 6] >> np.uint64(v & 63)) & np.uint64(1)
     return out[:q].copy()

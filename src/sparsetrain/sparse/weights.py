@@ -73,16 +73,17 @@ class SparseWeight(ABC):
         """The active weights in the order of `active_index`."""
         return self.values.reshape(-1)[self.active_index()]
 
-    def rewire_flat(self, kept: torch.Tensor, grown: torch.Tensor,
+    def rewire_flat(self, keep: torch.Tensor, grown: torch.Tensor,
                     optimizer: torch.optim.Optimizer | None) -> None:
-        """`rewire` with the weights given by ascending flat positions (int64): ``kept`` (a
-        subset of `active_index`) keep value and optimizer state, ``grown`` (disjoint from
-        ``kept``) start at 0 with zero state, every other weight is dropped. The default builds
-        the two masks and calls `rewire`; a backend storing the active set merges the lists."""
+        """`rewire` in the terms of the active list: ``keep`` is one bool per active weight (in
+        `active_index` order), True for those that stay with their value and optimizer state;
+        ``grown`` holds the ascending flat positions (int64) of new weights, none of them kept,
+        which start at 0 with zero state; every other weight is dropped. The default builds the
+        two masks and calls `rewire`; a backend storing the active set merges the lists."""
         device = self.mask.device
         kept_mask = torch.zeros(self.numel, dtype=torch.bool, device=device)
         grown_mask = torch.zeros(self.numel, dtype=torch.bool, device=device)
-        kept_mask[kept.to(device)] = True
+        kept_mask[self.active_index()[keep.to(device)]] = True
         grown_mask[grown.to(device)] = True
         self.rewire(kept_mask.view(self.shape), grown_mask.view(self.shape), optimizer)
 
