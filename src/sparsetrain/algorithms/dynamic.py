@@ -137,7 +137,7 @@ class DynamicSparsifier(Sparsifier):
         scores = _cat([self.drop_scores(w, grads.get(w.name), b).float().reshape(-1)
                        for w, b in zip(weights, before)])
         keep = topk_mask(scores, n_keep)  # one bool per active weight
-        kept = _compact(active_flat, keep)
+        kept, dropped = _split(active_flat, keep)
         excluded = kept if self.grow_from_kept_complement else active_flat
         if self.config.grow_unactivated_only:
             retired = _cat([self.retired[w.name].to(active_flat.device, torch.int64) + off
@@ -150,9 +150,12 @@ class DynamicSparsifier(Sparsifier):
         for w, b, lo, hi in zip(weights, before, offsets, offsets[1:]):
             keep_w = keep[start:start + b.numel()]
             start += b.numel()
-            grown_w = _slice(grown, lo, hi) - lo if len(weights) > 1 else grown
+            if len(weights) > 1:
+                grown_w, dropped_w = _slice(grown, lo, hi) - lo, _slice(dropped, lo, hi) - lo
+            else:
+                grown_w, dropped_w = grown, dropped
             w.rewire_flat(keep_w, grown_w, self.optimizer)
-            self._retire(w, _compact(b, keep_w, invert=True), grown_w)
+            self._retire(w, dropped_w, grown_w)
 
     def _grow(self, group: list[int], weights: list[SparseWeight], grads: dict,
               excluded: torch.Tensor, n: int, total: int) -> torch.Tensor:
@@ -205,9 +208,10 @@ def _slice(positions: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
     return positions[int(bounds[0]):int(bounds[1])]
 
 
-def _compact(positions: torch.Tensor, keep: torch.Tensor, invert: bool = False) -> torch.Tensor:
-    """``positions[keep]`` (``positions[~keep]`` with ``invert``)."""
+def _split(positions: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(``positions[keep]``, ``positions[~keep]``)."""
     if positions.device.type == "cpu":
-        from sparsetrain.sparse.select import compact  # numba: imported on first use
-        return torch.from_numpy(compact(positions.numpy(), keep.numpy(), invert))
-    return positions[~keep if invert else keep]
+        from sparsetrain.sparse.select import split  # numba: imported on first use
+        kept, dropped = split(positions.numpy(), keep.numpy())
+        return torch.from_numpy(kept), torch.from_numpy(dropped)
+    return positions[keep], positions[~keep]

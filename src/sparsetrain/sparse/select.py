@@ -303,24 +303,43 @@ def sample_excluding(n: int, k: int, excluded: np.ndarray, gen) -> np.ndarray:
         return np.sort(pool[pick])
     words = np.zeros((n + 63) // 64, np.uint64)
     _mark(words, np.ascontiguousarray(excluded, dtype=np.int64))
+    taken = words.copy()
     out = np.empty(k, np.int64)
     count = 0
     while count < k:
         batch = int((k - count) * n / (candidates - count) * 1.05) + 16
         draws = torch.randint(0, n, (batch,), generator=gen, dtype=torch.int64).numpy()
-        count = _accept(draws, words, out, count)
-    return np.sort(out)
+        count = _accept(draws, taken, out, count)
+    return _new_bits(taken, words, out)
 
 
 @numba.njit(**_OPTS)
-def compact(values, keep, invert):
-    """``values[keep]`` (or ``values[~keep]`` when ``invert``), without branches."""
-    out = np.empty(values.shape[0], values.dtype)
+def _new_bits(after, before, out):
+    """The positions set in ``after`` but not in ``before`` (bitmaps), ascending, into ``out``."""
     q = 0
-    for i in range(values.shape[0]):
-        out[q] = values[i]
-        q += keep[i] != invert
-    return out[:q].copy()
+    for w in range(after.shape[0]):
+        bits = after[w] & ~before[w]
+        while bits:
+            out[q] = w * 64 + trailing_zeros(bits)
+            q += 1
+            bits &= bits - np.uint64(1)
+    return out
+
+
+@numba.njit(**_OPTS)
+def split(values, keep):
+    """(``values[keep]``, ``values[~keep]``) in one pass, without branches."""
+    n = values.shape[0]
+    kept, dropped = np.empty(n, values.dtype), np.empty(n, values.dtype)
+    a, b = 0, 0
+    for i in range(n):
+        v = values[i]
+        k = keep[i]
+        kept[a] = v
+        dropped[b] = v
+        a += k
+        b += not k
+    return kept[:a].copy(), dropped[:b].copy()
 
 
 @numba.njit(**_OPTS)

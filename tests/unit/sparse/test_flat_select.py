@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from sparsetrain.sparse import select
-from sparsetrain.sparse.select import compact, retire, sample_excluding, top_abs_excluding
+from sparsetrain.sparse.select import retire, sample_excluding, split, top_abs_excluding
 
 
 def _brute_top_abs(values, k, excluded):
@@ -102,7 +102,7 @@ def test_sample_excluding_takes_all_candidates_and_refuses_more():
         sample_excluding(5, 4, excluded, torch.Generator().manual_seed(0))
 
 
-def test_retire_and_compact_against_sets():
+def test_retire_and_split_against_sets():
     rng = np.random.default_rng(0)
     n = 500
     for dtype in (np.int32, np.int64):
@@ -114,5 +114,5 @@ def test_retire_and_compact_against_sets():
         expected = np.setdiff1d(np.union1d(retired, dropped), grown)
         assert out.dtype == dtype and np.array_equal(out, expected)
     values, keep = np.arange(10), np.array([1, 0, 0, 1, 1, 0, 1, 0, 0, 1], bool)
-    assert compact(values, keep, False).tolist() == [0, 3, 4, 6, 9]
-    assert compact(values, keep, True).tolist() == [1, 2, 5, 7, 8]
+    kept, dropped = split(values, keep)
+    assert kept.tolist() == [0, 3, 4, 6, 9] and dropped.tolist() == [1, 2, 5, 7, 8]
