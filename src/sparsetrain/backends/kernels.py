@@ -274,39 +274,59 @@ def _popcount(typingctx, x):
 
 
 @numba.njit(**_OPTS)
-def _merge_rows(ptr, col, keep, grown, gptr, new_ptr, cols, new_col, source, r0, r1, dummy):
+def merge_csr(ptr, col, keep, grown, rows, cols):
+    """New (indptr, indices) after a topology update and, per new entry, the slot (int32) of
+    the same weight in the old CSR (``ptr``, ``col``), or -1 for a grown one. ``keep`` (bool
+    per old slot) says which old weights stay, ``grown`` are the ascending flat row-major
+    positions of the new ones (none of them kept). Each row is placed by ranks, not by a
+    serial merge: a kept weight's new slot is its rank among the kept ones plus the number of
+    grown columns below it (popcounts of a row bitmap), and vice versa; one pass over each
+    list, O(nnz + grown + rows·cols/64)."""
+    ng = grown.shape[0]
+    size = keep.shape[0] + ng
+    new_ptr = np.empty(rows + 1, np.int32)
+    new_col = np.empty(size + 1, np.int32)  # the last written slot takes the dropped weights
+    source = np.empty(size + 1, np.int32)
     nw = (cols + 63) // 64
     gw, kw = np.zeros(nw, np.uint64), np.zeros(nw, np.uint64)
     gpre, kpre = np.zeros(nw, np.int64), np.zeros(nw, np.int64)
     one = np.uint64(1)
-    for r in range(r0, r1):
+    g0 = 0
+    q0 = np.int64(0)
+    new_ptr[0] = 0
+    for r in range(rows):
         base = np.int64(r) * cols
-        s0, s1, g0, g1 = np.int64(ptr[r]), np.int64(ptr[r + 1]), gptr[r], gptr[r + 1]
         gw[:] = 0
         kw[:] = 0
-        for g in range(g0, g1):  # row bitmaps of the grown and the kept columns
-            c = grown[g] - base
+        g1 = g0
+        while g1 < ng and grown[g1] < base + cols:  # the row's grown columns as a bitmap
+            c = grown[g1] - base
             gw[c >> 6] |= one << np.uint64(c & 63)
-        for s in range(s0, s1):
-            c = np.int64(col[s])
-            kw[c >> 6] |= np.uint64(keep[s]) << np.uint64(c & 63)
-        a, b = np.int64(0), np.int64(0)
+            g1 += 1
+        a = np.int64(0)
         for w in range(nw):
-            gpre[w], kpre[w] = a, b
+            gpre[w] = a
             a += np.int64(_popcount(gw[w]))
-            b += np.int64(_popcount(kw[w]))
-        # new slot = row start + rank among its own list + rank among the other list
-        at = np.int64(new_ptr[r])
-        for s in range(s0, s1):
+        # kept: new slot = row start + rank among the kept + grown columns below
+        at = q0
+        for s in range(ptr[r], ptr[r + 1]):
             c = np.int64(col[s])
             w = c >> 6
-            slot = at + gpre[w] + np.int64(_popcount(gw[w] & ((one << np.uint64(c & 63)) - one)))
+            bit = np.uint64(c & 63)
             k = keep[s]
-            slot = slot if k else dummy
+            slot = at + gpre[w] + np.int64(_popcount(gw[w] & ((one << bit) - one)))
+            slot = slot if k else size
             new_col[slot] = c
             source[slot] = s
+            kw[w] |= np.uint64(k) << bit
             at += k
-        at = np.int64(new_ptr[r])
+        n_kept = at - q0
+        b = np.int64(0)
+        for w in range(nw):
+            kpre[w] = b
+            b += np.int64(_popcount(kw[w]))
+        # grown: new slot = row start + rank among the grown + kept columns below
+        at = q0
         for g in range(g0, g1):
             c = grown[g] - base
             w = c >> 6
@@ -314,37 +334,10 @@ def _merge_rows(ptr, col, keep, grown, gptr, new_ptr, cols, new_col, source, r0,
             new_col[slot] = c
             source[slot] = -1
             at += 1
-
-
-@numba.njit(**_OPTS)
-def merge_csr(ptr, col, keep, grown, rows, cols):
-    """New (indptr, indices) after a topology update and, per new entry, the slot of the same
-    weight in the old CSR (``ptr``, ``col``), or -1 for a grown one. ``keep`` (bool per old
-    slot) says which old weights stay, ``grown`` are the ascending flat row-major positions of
-    the new ones (none of them kept). Each row is placed by ranks, not by a serial merge: a
-    kept weight's new slot is its rank among the kept ones plus the number of grown columns
-    below it (popcounts of a row bitmap), and vice versa; O(nnz + grown + rows·cols/64)."""
-    ng = grown.shape[0]
-    gptr = np.empty(rows + 1, np.int64)
-    g = 0
-    for r in range(rows):
-        gptr[r] = g
-        end = np.int64(r + 1) * cols
-        while g < ng and grown[g] < end:
-            g += 1
-    gptr[rows] = g
-    new_ptr = np.empty(rows + 1, np.int32)
-    new_ptr[0] = 0
-    for r in range(rows):
-        kept = 0
-        for s in range(ptr[r], ptr[r + 1]):
-            kept += keep[s]
-        new_ptr[r + 1] = new_ptr[r] + kept + (gptr[r + 1] - gptr[r])
-    total = np.int64(new_ptr[rows])
-    new_col = np.empty(total + 1, np.int32)  # the last slot takes the writes of dropped weights
-    source = np.empty(total + 1, np.int64)
-    _merge_rows(ptr, col, keep, grown, gptr, new_ptr, cols, new_col, source, 0, rows, total)
-    return new_ptr, new_col[:total], source[:total]
+        q0 += n_kept + (g1 - g0)
+        new_ptr[r + 1] = q0
+        g0 = g1
+    return new_ptr, new_col[:q0], source[:q0]
 
 
 @numba.njit(**_OPTS)

@@ -175,14 +175,14 @@ class SparseLayer:
             indptr, indices, slots = K.merge_csr(
                 self.indptr.numpy(), self.indices.numpy(), keep.to(torch.bool).contiguous().numpy(),
                 grown.to(torch.int64).contiguous().numpy(), self.rows, self.cols)
-            index = torch.from_numpy(slots)
 
             def remap(t: torch.Tensor) -> torch.Tensor:
                 if not uses_numba(t):
+                    index = torch.from_numpy(slots).long()
                     out = t.new_zeros(index.numel())
                     out[index >= 0] = t[index[index >= 0]]
                     return out
-                out = t.new_empty(index.numel())
+                out = t.new_empty(len(slots))
                 K.remap_branchless(t.detach().numpy(), slots, out.numpy())
                 return out
         else:
