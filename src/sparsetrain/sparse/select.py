@@ -98,20 +98,15 @@ def _abs_key(u):
 
 
 @numba.njit(**_OPTS)
-def _sample_abs_keys(bits, excluded, stride):
-    """|x| bit patterns (ordered as the floats) at every ``stride``-th position not in
-    ``excluded`` (sorted)."""
+def _sample_abs_keys(bits, words, stride):
+    """|x| bit patterns (ordered as the floats) at every ``stride``-th position whose bit in
+    ``words`` is clear."""
     n = bits.shape[0]
     keys = np.empty((n + stride - 1) // stride, np.uint32)
-    ne = excluded.shape[0]
-    p, q = 0, 0
+    q = 0
     for i in range(0, n, stride):
-        while p < ne and excluded[p] < i:
-            p += 1
-        if p < ne and excluded[p] == i:
-            continue
         keys[q] = bits[i] & np.uint32(0x7FFFFFFF)
-        q += 1
+        q += not (words[i >> 6] >> np.uint64(i & 63)) & np.uint64(1)
     return keys[:q]
 
 
@@ -209,13 +204,13 @@ def top_abs_excluding(values: np.ndarray, k: int, excluded: np.ndarray, threads:
     available = n - excluded.shape[0]
     if not 1 <= k <= available:
         return np.zeros(0, np.int64), available
-    sample = _sample_abs_keys(bits, excluded, max(1, n // SAMPLE))
+    words = np.zeros((n + 63) // 64, np.uint64)
+    _mark(words, excluded)
+    sample = _sample_abs_keys(bits, words, max(1, n // SAMPLE))
     s = sample.shape[0]
     expected = s * k / available  # sampled values expected at or above the k-th largest
     rank = int(expected * 1.05 + 4 * np.sqrt(expected) + 16)
     threshold = np.uint32(0) if rank >= s else np.partition(sample, s - rank)[s - rank]
-    words = np.zeros((n + 63) // 64, np.uint64)
-    _mark(words, excluded)
     chunks = max(1, min(threads, n // 65536, numba.config.NUMBA_NUM_THREADS))
     if chunks > 1:
         numba.set_num_threads(chunks)
@@ -339,7 +334,7 @@ def split(values, keep):
         dropped[b] = v
         a += k
         b += not k
-    return kept[:a].copy(), dropped[:b].copy()
+    return kept[:a], dropped[:b]
 
 
 @numba.njit(**_OPTS)
