@@ -19,6 +19,7 @@ from torch import nn
 from sparsetrain.config import check_range, from_dict, option, validate_choices
 from sparsetrain.distributions import allocate
 from sparsetrain.errors import UserError
+from sparsetrain.sparse.retired import RetiredSet
 from sparsetrain.sparse import (
     SparseWeight, attach, generator, random_scores, select_weights, topk_mask,
 )
@@ -101,11 +102,6 @@ class Method:
         self.step_count = int(state["step"])
 
 
-def _no_positions(w: SparseWeight) -> torch.Tensor:
-    """An empty list of flat positions of ``w`` (int32 when they fit: half the bytes)."""
-    return torch.zeros(0, dtype=torch.int32 if w.numel < 2**31 else torch.int64)
-
-
 @dataclass(frozen=True)
 class SparsityConfig(MethodConfig):
     """Which weights are sparse and how the density is spread over layers."""
@@ -143,9 +139,9 @@ class Sparsifier(Method):
         self.before_attach(names)
         self.weights = attach(model, names, cfg.backend, optimizer)
         self.targets = self._allocate()
-        self.retired: dict[str, torch.Tensor] = {w.name: _no_positions(w) for w in self.weights}
-        """Per layer, the ascending flat positions that were active after some topology change
-        but are not now (the ITOP map is these plus the active weights; a static run keeps none)."""
+        self.retired = {w.name: RetiredSet(w.numel) for w in self.weights}
+        """Per layer, the flat positions that were active after some topology change but are not
+        now (the ITOP map is these plus the active weights; a static run keeps none)."""
         self.init_masks()
 
     def before_attach(self, names: list[str]) -> None:
@@ -200,10 +196,7 @@ class Sparsifier(Method):
     def _retire(self, w: SparseWeight, dropped: torch.Tensor, grown: torch.Tensor) -> None:
         """Retire the ascending positions ``dropped`` that left ``w``'s active set and un-retire
         the ascending positions ``grown`` that joined it."""
-        from sparsetrain.sparse.select import retire  # numba: imported on first use
-        self.retired[w.name] = torch.from_numpy(retire(
-            self.retired[w.name].numpy(), dropped.cpu().to(torch.int64).numpy(),
-            grown.cpu().to(torch.int64).numpy(), w.numel))
+        self.retired[w.name].update(dropped, grown)
 
     @property
     def ever_active(self) -> dict[str, torch.Tensor]:
@@ -212,7 +205,7 @@ class Sparsifier(Method):
         out = {}
         for w in self.weights:
             seen = w.mask.clone()
-            seen.view(-1)[self.retired[w.name].to(device=seen.device, dtype=torch.int64)] = True
+            seen.view(-1)[self.retired[w.name].positions().to(seen.device)] = True
             out[w.name] = seen
         return out
 
@@ -221,8 +214,7 @@ class Sparsifier(Method):
         """Set the ITOP map from dense boolean tensors (e.g. reset it to the current masks)."""
         for w in self.weights:
             retired = maps[w.name].to(w.mask.device).bool() & ~w.mask
-            self.retired[w.name] = torch.nonzero(retired.reshape(-1)).reshape(-1).cpu().to(
-                self.retired[w.name].dtype)
+            self.retired[w.name].set(torch.nonzero(retired.reshape(-1)).reshape(-1))
 
     def current_targets(self) -> dict[str, int]:
         """The number of active weights each layer must hold right now."""
@@ -230,10 +222,10 @@ class Sparsifier(Method):
 
     def itop_rate(self) -> float:
         total = sum(w.numel for w in self.weights)
-        return sum(w.active + self.retired[w.name].numel() for w in self.weights) / total
+        return sum(w.active + len(self.retired[w.name]) for w in self.weights) / total
 
     def state_dict(self) -> dict[str, Any]:
-        return {"step": self.step_count, "retired": {k: v.clone() for k, v in self.retired.items()}}
+        return {"step": self.step_count, "retired": {k: v.positions() for k, v in self.retired.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Also loads checkpoints that hold a dense ``ever_active`` map (load the model first:
@@ -241,6 +233,6 @@ class Sparsifier(Method):
         super().load_state_dict(state)
         if "retired" in state:
             for name, value in state["retired"].items():
-                self.retired[name] = value.cpu().to(self.retired[name].dtype).clone()
+                self.retired[name].set(value)
         elif "ever_active" in state:
             self.ever_active = state["ever_active"]

@@ -140,7 +140,7 @@ class DynamicSparsifier(Sparsifier):
         kept, dropped = _split(active_flat, keep)
         excluded = kept if self.grow_from_kept_complement else active_flat
         if self.config.grow_unactivated_only:
-            retired = _cat([self.retired[w.name].to(active_flat.device, torch.int64) + off
+            retired = _cat([self.retired[w.name].positions().to(active_flat.device) + off
                             for w, off in zip(weights, offsets)])
             explored = torch.sort(torch.cat([active_flat, retired])).values
             if offsets[-1] - explored.numel() >= n_grow:  # once everything was explored, fall back

@@ -360,3 +360,24 @@ def retire(retired, dropped, grown, n):
         out[q] = v
         q += not (words[v >> 6] >> np.uint64(v & 63)) & np.uint64(1)
     return out[:q].copy()
+
+
+@numba.njit(**_OPTS)
+def flip_bits(words, dropped, grown):
+    """Set the bits of ``dropped``, clear those of ``grown``; returns the change in set bits."""
+    change = 0
+    for d in dropped:
+        w, b = d >> 6, np.uint64(1) << np.uint64(d & 63)
+        change += not words[w] & b
+        words[w] |= b
+    for g in grown:
+        w, b = g >> 6, np.uint64(1) << np.uint64(g & 63)
+        change -= (words[w] & b) != 0
+        words[w] &= ~b
+    return change
+
+
+@numba.njit(**_OPTS)
+def bit_positions(words, count):
+    """The ``count`` set bits of ``words``, ascending."""
+    return _new_bits(words, np.zeros(words.shape[0], np.uint64), np.empty(count, np.int64))

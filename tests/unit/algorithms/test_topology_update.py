@@ -63,7 +63,8 @@ def test_masked_and_sparse_give_identical_masks_values_and_state(method, optimiz
                 torch.testing.assert_close(state_s[key], state_m[key], rtol=0, atol=1e-12)
     assert not torch.equal(masked[0][0][0], masked[-1][0][0])  # the topology moved
     assert m_masked.retired.keys() == m_sparse.retired.keys()
-    assert all(torch.equal(m_masked.retired[k], m_sparse.retired[k]) for k in m_masked.retired)
+    assert all(torch.equal(m_masked.retired[k].positions(), m_sparse.retired[k].positions())
+               for k in m_masked.retired)
     assert m_masked.itop_rate() == m_sparse.itop_rate() > m_masked.density()
 
 
@@ -141,11 +142,11 @@ def test_rigl_grows_the_largest_gradients_outside_the_kept_weights(backend):
 
 def test_itop_map_by_hand_and_unexplored_growth():
     s, model, opt, w = _tiny("set", "sparse", grow_unactivated_only=True)
-    assert s.itop_rate() == 5 / 8 and s.retired[w.name].tolist() == []
+    assert s.itop_rate() == 5 / 8 and s.retired[w.name].positions().tolist() == []
     s.update_topology({})
     # drop |w| 0.0 at (0,1)? no: active values 0.9, -0.1, 0.5, -0.3, 0.2 -> drop int(0.5*5) = 2:
     # -0.1 at 1 and 0.2 at 7; grow 2 of the 3 never-active positions 3, 5, 6
-    assert s.retired[w.name].tolist() == [1, 7]
+    assert s.retired[w.name].positions().tolist() == [1, 7]
     grown = sorted(set(w.active_index().tolist()) - {0, 2, 4})
     assert len(grown) == 2 and set(grown) <= {3, 5, 6}
     assert s.itop_rate() == 7 / 8
@@ -156,17 +157,17 @@ def test_itop_map_by_hand_and_unexplored_growth():
     s2, *_ = _tiny("set", "sparse", grow_unactivated_only=True)
     s2.weights[0].set_mask(w.mask)
     s2.load_state_dict(state)
-    assert s2.retired[w.name].tolist() == [1, 7] and s2.itop_rate() == 7 / 8
+    assert s2.retired[w.name].positions().tolist() == [1, 7] and s2.itop_rate() == 7 / 8
     # an old checkpoint with a dense ever_active map converts to the same retired positions
     s3, *_ = _tiny("set", "sparse", grow_unactivated_only=True)
     s3.weights[0].set_mask(w.mask)
     s3.load_state_dict({"step": state["step"], "ever_active": {w.name: ever.view(2, 4).clone()}})
-    assert s3.retired[w.name].tolist() == [1, 7] and s3.itop_rate() == 7 / 8
+    assert s3.retired[w.name].positions().tolist() == [1, 7] and s3.itop_rate() == 7 / 8
     # next update: keep |w| 0.9, 0.5, 0.3 (the grown weights are 0), grow 2; only one
     # never-active position is left, so growth falls back to every position not kept
     s.update_topology({})
     active = set(w.active_index().tolist())
     assert len(active) == 5 and {0, 2, 4} <= active
     retired = ({1, 7} | set(grown)) - active
-    assert s.retired[w.name].tolist() == sorted(retired)
+    assert s.retired[w.name].positions().tolist() == sorted(retired)
     assert s.itop_rate() == len(active | retired) / 8
