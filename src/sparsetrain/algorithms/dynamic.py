@@ -107,7 +107,16 @@ class DynamicSparsifier(Sparsifier):
         self._arm_dense_grads()
 
     def _dense_grads(self) -> dict[str, torch.Tensor | None]:
-        return {w.name: None if (g := w.dense_grad()) is None else g.clone() for w in self.weights}
+        """Each weight's dense gradient, copied where it is the parameter's own ``.grad`` (which
+        the step masks in place); a backend that forms it afresh (sparse) is not copied."""
+        out = {}
+        for w in self.weights:
+            g = w.dense_grad()
+            own = w.parameter.grad
+            shared = g is not None and own is not None and g.untyped_storage().data_ptr() == \
+                own.untyped_storage().data_ptr()
+            out[w.name] = g.clone() if shared else g
+        return out
 
     def _groups(self) -> list[list[int]]:
         indices = list(range(len(self.weights)))
