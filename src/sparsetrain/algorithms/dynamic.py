@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -55,6 +56,21 @@ class DynamicSparsifier(Sparsifier):
     grow_rule: ClassVar[str] = "random"
     """"random": a uniformly random set among the candidates (SET); "gradient": the largest
     |dense gradient| (RigL); "scores": the largest `grow_scores`."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A subclass that defines `grow_scores` grows by them (unless it sets ``grow_rule``);
+        one whose `drop_scores` takes only (weight, grad) returns dense scores, read here at
+        the active positions."""
+        super().__init_subclass__(**kwargs)
+        if "grow_scores" in cls.__dict__ and "grow_rule" not in cls.__dict__:
+            cls.grow_rule = "scores"
+        dense = cls.__dict__.get("drop_scores")
+        if dense is not None and len(inspect.signature(dense).parameters) == 3:
+            def drop_scores(self, weight, grad, active, _dense=dense):  # noqa: ANN001
+                scores = _dense(self, weight, grad).reshape(-1)
+                return scores[active.to(scores.device)]
+            drop_scores.__doc__ = dense.__doc__
+            cls.drop_scores = drop_scores
 
     def __init__(self, model, optimizer=None, **kwargs: Any) -> None:
         super().__init__(model, optimizer, **kwargs)

@@ -171,3 +171,32 @@ def test_itop_map_by_hand_and_unexplored_growth():
     retired = ({1, 7} | set(grown)) - active
     assert s.retired[w.name].positions().tolist() == sorted(retired)
     assert s.itop_rate() == len(active | retired) / 8
+
+
+def test_a_method_with_dense_scores_keeps_working():
+    """A subclass written against dense scores: drop_scores(weight, grad) over the whole weight,
+    grow_scores over every position (it grows by them, not at random)."""
+    from sparsetrain.algorithms.dynamic import DynamicSparsifier
+
+    class KeepSmall(DynamicSparsifier):
+        name = "keep-small"
+
+        def drop_scores(self, weight, grad):
+            return -weight.values.abs()  # keep the smallest magnitudes
+
+        def grow_scores(self, weight, grad, gen):
+            return torch.arange(weight.numel, dtype=torch.float32).view(weight.shape)  # last first
+
+    assert KeepSmall.grow_rule == "scores"
+    for backend in ("masked", "sparse"):
+        model = nn.Sequential(nn.Linear(4, 2, bias=False))
+        opt = torch.optim.SGD(model.parameters(), lr=0.0, momentum=0.9)
+        s = KeepSmall(model, opt, density=0.5, distribution="uniform", backend=backend, update_interval=1,
+                      anneal="constant", stop_fraction=1.0, total_steps=10, drop_fraction=0.5)
+        w = s.weights[0]
+        w.set_mask(torch.tensor([[True, True, True, False], [True, False, False, False]]))
+        w.load_dense(torch.tensor([[0.9, -0.1, 0.5, 0.0], [-0.3, 0.0, 0.0, 0.0]]))
+        s.update_topology({})
+        # 4 active, drop int(0.5 * 4) = 2 of the largest |w| (0.9, 0.5); grow the 2 highest
+        # positions not kept: 7 and 6
+        assert w.active_index().tolist() == [1, 4, 6, 7], backend
