@@ -199,12 +199,14 @@ class AfterTraining(Sparsifier):
         masks = self.masks_for(density, total)
         if masks is None:  # waits for calibration inputs
             return
+        before = self._active_indices()
         apply_masks(self.weights, masks, self.optimizer)
         self.targets = {w.name: w.active for w in self.weights}
         if self.round == 0:  # the dense weights before the first prune do not count as explored
             self.ever_active = {w.name: w.mask.clone() for w in self.weights}
+        else:
+            self._record_active(before)
         self.round += 1
-        self._record_active()
         if self.round == 1:
             self.rewind()
 

@@ -12,12 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, Iterable
 
+import numpy as np
 import torch
 from torch import nn
 
 from sparsetrain.config import check_range, from_dict, option, validate_choices
 from sparsetrain.distributions import allocate
 from sparsetrain.errors import UserError
+from sparsetrain.sparse.retired import RetiredSet
 from sparsetrain.sparse import (
     SparseWeight, attach, generator, random_scores, select_weights, topk_mask,
 )
@@ -137,9 +139,10 @@ class Sparsifier(Method):
         self.before_attach(names)
         self.weights = attach(model, names, cfg.backend, optimizer)
         self.targets = self._allocate()
-        self.ever_active = {w.name: torch.zeros_like(w.mask) for w in self.weights}
+        self.retired = {w.name: RetiredSet(w.numel) for w in self.weights}
+        """Per layer, the flat positions that were active after some topology change but are not
+        now (the ITOP map is these plus the active weights; a static run keeps none)."""
         self.init_masks()
-        self._record_active()
 
     def before_attach(self, names: list[str]) -> None:
         """Runs while the model still has its plain dense layers, before the backend wraps the
@@ -175,9 +178,43 @@ class Sparsifier(Method):
         for w in self.weights:
             w.apply_mask()
 
-    def _record_active(self) -> None:
+    def _active_indices(self) -> dict[str, torch.Tensor]:
+        """Each layer's active flat positions now (pass them to `_record_active` after a change)."""
+        return {w.name: w.active_index() for w in self.weights}
+
+    def _record_active(self, before: dict[str, torch.Tensor] | None = None) -> None:
+        """Update the ITOP map after the active sets changed from ``before`` (from
+        `_active_indices`) to the current ones: positions that left are retired, positions
+        that came back are no longer. Without ``before`` nothing is retired."""
+        if before is None:
+            return
         for w in self.weights:
-            self.ever_active[w.name] |= w.mask
+            old, new = before[w.name].cpu().numpy(), w.active_index().cpu().numpy()
+            self._retire(w, torch.from_numpy(np.setdiff1d(old, new, assume_unique=True)),
+                         torch.from_numpy(np.setdiff1d(new, old, assume_unique=True)))
+
+    def _retire(self, w: SparseWeight, dropped: torch.Tensor, grown: torch.Tensor) -> None:
+        """Retire the ascending positions ``dropped`` that left ``w``'s active set and un-retire
+        the ascending positions ``grown`` that joined it."""
+        self.retired[w.name].update(dropped, grown)
+
+    @property
+    def ever_active(self) -> dict[str, torch.Tensor]:
+        """Per layer, a boolean tensor of the weight's shape: True where the weight has ever been
+        active (since the first mask). Built on demand from the active set and `retired`."""
+        out = {}
+        for w in self.weights:
+            seen = w.mask.clone()
+            seen.view(-1)[self.retired[w.name].positions().to(seen.device)] = True
+            out[w.name] = seen
+        return out
+
+    @ever_active.setter
+    def ever_active(self, maps: dict[str, torch.Tensor]) -> None:
+        """Set the ITOP map from dense boolean tensors (e.g. reset it to the current masks)."""
+        for w in self.weights:
+            retired = maps[w.name].to(w.mask.device).bool() & ~w.mask
+            self.retired[w.name].set(torch.nonzero(retired.reshape(-1)).reshape(-1))
 
     def current_targets(self) -> dict[str, int]:
         """The number of active weights each layer must hold right now."""
@@ -185,13 +222,17 @@ class Sparsifier(Method):
 
     def itop_rate(self) -> float:
         total = sum(w.numel for w in self.weights)
-        return sum(int(e.sum()) for e in self.ever_active.values()) / total
+        return sum(w.active + len(self.retired[w.name]) for w in self.weights) / total
 
     def state_dict(self) -> dict[str, Any]:
-        return {"step": self.step_count,
-                "ever_active": {k: v.clone() for k, v in self.ever_active.items()}}
+        return {"step": self.step_count, "retired": {k: v.positions() for k, v in self.retired.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Also loads checkpoints that hold a dense ``ever_active`` map (load the model first:
+        the map is split against its current masks)."""
         super().load_state_dict(state)
-        for name, value in state["ever_active"].items():
-            self.ever_active[name].copy_(value)
+        if "retired" in state:
+            for name, value in state["retired"].items():
+                self.retired[name].set(value)
+        elif "ever_active" in state:
+            self.ever_active = state["ever_active"]

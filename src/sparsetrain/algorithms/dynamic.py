@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -10,6 +11,7 @@ import torch
 from sparsetrain.algorithms.base import Sparsifier, SparsityConfig
 from sparsetrain.config import check_range, option
 from sparsetrain.schedules import ANNEALING, DecaySchedule, UpdateSchedule
+from sparsetrain.errors import UserError
 from sparsetrain.sparse import SparseWeight, generator, random_scores, topk_mask
 
 
@@ -34,17 +36,41 @@ class DynamicConfig(SparsityConfig):
 
 
 class DynamicSparsifier(Sparsifier):
-    """Drop the lowest `drop_scores` among active weights and grow the highest `grow_scores`.
+    """Drop the lowest `drop_scores` among active weights and grow by `grow_rule`.
 
     Order after each optimizer step that is an update step: read the drop fraction from
-    the schedule, score, keep the top (active − k) by drop score, grow the top k by grow
-    score among positions not kept (a weight just dropped may come back, as in RigL's
-    reference code), set grown weights to 0, and zero optimizer state of every position
-    that is not kept. Subclasses override only the scores (and, for MEST, the counts).
+    the schedule, score the active weights, keep the top (active − k) by drop score (ties to
+    the lower position), grow k among the positions not kept (a weight just dropped may come
+    back, as in RigL's reference code) — uniformly at random, at the largest |dense
+    gradient|, or at the largest `grow_scores` — set grown weights to 0, and zero optimizer
+    state of every position that is not kept. Subclasses override only the scores (and, for
+    MEST, the counts).
+
+    The update works on the sorted flat positions of the active weights (the sparse
+    backend's CSR order), so apart from RigL's one pass over the dense gradient it costs
+    O(active + grown), not O(dense size), on every backend.
     """
 
     config_class: ClassVar[type] = DynamicConfig
     needs_dense_grad: ClassVar[bool] = False
+    grow_rule: ClassVar[str] = "random"
+    """"random": a uniformly random set among the candidates (SET); "gradient": the largest
+    |dense gradient| (RigL); "scores": the largest `grow_scores`."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A subclass that defines `grow_scores` grows by them (unless it sets ``grow_rule``);
+        one whose `drop_scores` takes only (weight, grad) returns dense scores, read here at
+        the active positions."""
+        super().__init_subclass__(**kwargs)
+        if "grow_scores" in cls.__dict__ and "grow_rule" not in cls.__dict__:
+            cls.grow_rule = "scores"
+        dense = cls.__dict__.get("drop_scores")
+        if dense is not None and len(inspect.signature(dense).parameters) == 3:
+            def drop_scores(self, weight, grad, active, _dense=dense):  # noqa: ANN001
+                scores = _dense(self, weight, grad).reshape(-1)
+                return scores[active.to(scores.device)]
+            drop_scores.__doc__ = dense.__doc__
+            cls.drop_scores = drop_scores
 
     def __init__(self, model, optimizer=None, **kwargs: Any) -> None:
         super().__init__(model, optimizer, **kwargs)
@@ -56,13 +82,16 @@ class DynamicSparsifier(Sparsifier):
         self._arm_dense_grads()
 
     # --- what a method overrides -------------------------------------------------------
-    def drop_scores(self, weight: SparseWeight, grad: torch.Tensor | None) -> torch.Tensor:
-        """Higher = more worth keeping. Default: weight magnitude."""
-        return weight.values.abs()
+    def drop_scores(self, weight: SparseWeight, grad: torch.Tensor | None,
+                    active: torch.Tensor) -> torch.Tensor:
+        """One score per active weight, in the order of ``active`` (its ascending flat positions,
+        `SparseWeight.active_index`); higher = more worth keeping. Default: weight magnitude.
+        ``grad`` is the dense gradient (weight's shape) or None."""
+        return weight.active_values().abs()
 
     def grow_scores(self, weight: SparseWeight, grad: torch.Tensor | None,
                     gen: torch.Generator) -> torch.Tensor:
-        """Higher = grown first. Default: uniformly random."""
+        """For ``grow_rule = "scores"``: a dense score per position, higher = grown first."""
         return random_scores(weight.shape, gen, weight.mask.device)
 
     def plan(self, active: int, target: int, fraction: float, numel: int) -> tuple[int, int]:
@@ -94,7 +123,16 @@ class DynamicSparsifier(Sparsifier):
         self._arm_dense_grads()
 
     def _dense_grads(self) -> dict[str, torch.Tensor | None]:
-        return {w.name: None if (g := w.dense_grad()) is None else g.clone() for w in self.weights}
+        """Each weight's dense gradient, copied where it is the parameter's own ``.grad`` (which
+        the step masks in place); a backend that forms it afresh (sparse) is not copied."""
+        out = {}
+        for w in self.weights:
+            g = w.dense_grad()
+            own = w.parameter.grad
+            shared = g is not None and own is not None and g.untyped_storage().data_ptr() == \
+                own.untyped_storage().data_ptr()
+            out[w.name] = g.clone() if shared else g
+        return out
 
     def _groups(self) -> list[list[int]]:
         indices = list(range(len(self.weights)))
@@ -106,32 +144,100 @@ class DynamicSparsifier(Sparsifier):
         fraction = self.drop_schedule.at(self.step_count)
         for group in self._groups():
             self._rewire(group, fraction, grads)
-        self._record_active()
 
     def _rewire(self, group: list[int], fraction: float, grads: dict) -> None:
+        """Drop and grow in one group of layers (one layer, or all of them for global ranking).
+
+        Positions are flat indices into the group's layers laid end to end, so the selection
+        is the same as one over the concatenated dense tensors (ties to the lower position)."""
         weights = [self.weights[i] for i in group]
-        def cat(parts: list[torch.Tensor]) -> torch.Tensor:  # one layer: a view, no copy
-            return parts[0].reshape(-1) if len(parts) == 1 else torch.cat([p.reshape(-1) for p in parts])
-        mask = cat([w.mask for w in weights])
-        active = int(torch.count_nonzero(mask))
+        offsets = [0]
+        for w in weights:
+            offsets.append(offsets[-1] + w.numel)
+        before = [w.active_index() for w in weights]
+        active_flat = _cat([b + off if off else b for b, off in zip(before, offsets)])
+        active = active_flat.numel()
         target = sum(self.targets[w.name] for w in weights)
-        n_keep, n_grow = self.plan(active, target, fraction, mask.numel())
-        drop = cat([self.drop_scores(w, grads.get(w.name)).float() for w in weights])
-        keep = topk_mask(drop, n_keep, allowed=mask)
-        candidates = ~keep if self.grow_from_kept_complement else ~mask
+        n_keep, n_grow = self.plan(active, target, fraction, offsets[-1])
+        scores = _cat([self.drop_scores(w, grads.get(w.name), b).float().reshape(-1)
+                       for w, b in zip(weights, before)])
+        keep = topk_mask(scores, n_keep)  # one bool per active weight
+        kept, dropped = _split(active_flat, keep)
+        excluded = kept if self.grow_from_kept_complement else active_flat
         if self.config.grow_unactivated_only:
-            fresh = candidates & ~cat([self.ever_active[w.name] for w in weights])
-            if int(fresh.sum()) >= n_grow:  # once everything was explored, fall back
-                candidates = fresh
-        grow_parts = [self.grow_scores(w, grads.get(w.name),
-                                       generator(self.seed, self.step_count, "grow", i)).float()
-                      for i, w in zip(group, weights)]
-        grow = topk_mask(cat(grow_parts), n_grow, allowed=candidates)
-        sizes = [w.numel for w in weights]
-        for w, kept, grown in zip(weights, keep.split(sizes), grow.split(sizes)):
-            w.rewire(kept.view(w.shape), grown.view(w.shape), self.optimizer)
+            retired = _cat([self.retired[w.name].positions().to(active_flat.device) + off
+                            for w, off in zip(weights, offsets)])
+            explored = torch.sort(torch.cat([active_flat, retired])).values
+            if offsets[-1] - explored.numel() >= n_grow:  # once everything was explored, fall back
+                excluded = explored
+        grown = self._grow(group, weights, grads, excluded, n_grow, offsets[-1])
+        start = 0
+        for w, b, lo, hi in zip(weights, before, offsets, offsets[1:]):
+            keep_w = keep[start:start + b.numel()]
+            start += b.numel()
+            if len(weights) > 1:
+                grown_w, dropped_w = _slice(grown, lo, hi) - lo, _slice(dropped, lo, hi) - lo
+            else:
+                grown_w, dropped_w = grown, dropped
+            w.rewire_flat(keep_w, grown_w, self.optimizer)
+            self._retire(w, dropped_w, grown_w)
+
+    def _grow(self, group: list[int], weights: list[SparseWeight], grads: dict,
+              excluded: torch.Tensor, n: int, total: int) -> torch.Tensor:
+        """Ascending positions of the ``n`` weights to grow outside ``excluded`` (ascending)."""
+        device = excluded.device
+        if n == 0:
+            return excluded.new_zeros(0)
+        if self.grow_rule == "random":
+            from sparsetrain.sparse.select import sample_excluding  # numba: imported on first use
+            gen = generator(self.seed, self.step_count, "grow", *group)
+            return torch.from_numpy(sample_excluding(total, n, excluded.cpu().numpy(), gen)).to(device)
+        if self.grow_rule == "gradient":
+            parts = []
+            for w in weights:
+                g = grads.get(w.name)
+                if g is None:
+                    raise UserError(f"{self.name} needs gradients at the update step; call backward() before step()")
+                parts.append(g.reshape(-1))
+            flat = _cat(parts).float()
+            if flat.device.type == "cpu":
+                from sparsetrain.sparse.select import top_abs_excluding  # numba: imported on first use
+                # one thread: splitting the pass over two measured slower (benchmarks/sparse_mlp.py)
+                chosen, available = top_abs_excluding(flat.numpy(), n, excluded.numpy(), 1)
+                if available >= 0:  # -1: a NaN gradient, which the sort below orders as largest
+                    if n > available:
+                        raise ValueError(f"cannot choose {n} positions out of {available}")
+                    return torch.from_numpy(chosen)
+            scores = flat.abs()
+        else:
+            scores = _cat([self.grow_scores(w, grads.get(w.name), generator(self.seed, self.step_count, "grow", i))
+                           .float().reshape(-1) for i, w in zip(group, weights)])
+        allowed = torch.ones(total, dtype=torch.bool, device=scores.device)
+        allowed[excluded.to(scores.device)] = False
+        return torch.nonzero(topk_mask(scores, n, allowed=allowed)).reshape(-1).to(device)
 
     def current_targets(self) -> dict[str, int]:
         if self.config.ranking == "global":  # only the total is fixed; layers may trade weights
             return {w.name: w.active for w in self.weights}
         return dict(self.targets)
+
+
+def _cat(parts: list[torch.Tensor]) -> torch.Tensor:
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def _slice(positions: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+    """The entries of the ascending ``positions`` in [lo, hi)."""
+    if lo == 0 and (positions.numel() == 0 or int(positions[-1]) < hi):
+        return positions
+    bounds = torch.searchsorted(positions, torch.tensor([lo, hi], device=positions.device))
+    return positions[int(bounds[0]):int(bounds[1])]
+
+
+def _split(positions: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(``positions[keep]``, ``positions[~keep]``)."""
+    if positions.device.type == "cpu":
+        from sparsetrain.sparse.select import split  # numba: imported on first use
+        kept, dropped = split(positions.numpy(), keep.numpy())
+        return torch.from_numpy(kept), torch.from_numpy(dropped)
+    return positions[keep], positions[~keep]

@@ -89,6 +89,7 @@ class GradualPruning:
     def prune_to(self, density: float) -> None:
         """Keep round(density · N) of the active weights (never more than are active)."""
         cfg = self.config
+        before = self._active_indices()
         allowed = {w.name: w.mask.clone() for w in self.weights}
         active = {w.name: w.active for w in self.weights}
         scores = score(cfg.criterion, self.model, None, weights=self.weights,
@@ -104,7 +105,7 @@ class GradualPruning:
         masks = select_masks(scores, counts, allocation=cfg.allocation, allowed=allowed,
                              seed=self.seed, step=self.step_count)
         apply_masks(self.weights, masks, self.optimizer)
-        self._record_active()
+        self._record_active(before)
 
     def gradual_prune_if_due(self) -> None:
         """Prune once if the step just taken is a pruning step of the schedule."""

@@ -13,9 +13,7 @@ from sparsetrain.algorithms.gmp import GradualConfig, GradualPruning
 from sparsetrain.algorithms.pruning import ALLOCATIONS
 from sparsetrain.algorithms.registry import register_method
 from sparsetrain.config import option
-from sparsetrain.errors import UserError
 from sparsetrain.schedules import ANNEALING
-from sparsetrain.sparse import SparseWeight
 
 
 @dataclass(frozen=True)
@@ -55,16 +53,11 @@ class GraNet(GradualPruning, DynamicSparsifier):
     name = "granet"
     config_class: ClassVar[type] = GraNetConfig
     needs_dense_grad = True
+    grow_rule = "gradient"
 
     def __init__(self, model, optimizer=None, **kwargs: Any) -> None:
         super().__init__(model, optimizer, **kwargs)
         self.pruning = self._gradual_schedule()
-
-    def grow_scores(self, weight: SparseWeight, grad: torch.Tensor | None,
-                    gen: torch.Generator) -> torch.Tensor:
-        if grad is None:
-            raise UserError("granet needs gradients at the update step; call backward() before step()")
-        return grad.abs()
 
     def plan(self, active: int, target: int, fraction: float, numel: int) -> tuple[int, int]:
         n_drop = min(active, math.ceil(fraction * active - 1e-9))

@@ -47,9 +47,12 @@ class MEST(DynamicSparsifier):
         super().__init__(model, optimizer, **kwargs)
         self.bound_schedule = DecaySchedule(self.config.memory_bound, self.stop_step, "linear")
 
-    def drop_scores(self, weight: SparseWeight, grad: torch.Tensor | None) -> torch.Tensor:
-        score = weight.values.abs()
-        return score if grad is None else score + self.config.grad_coeff * grad.abs()
+    def drop_scores(self, weight: SparseWeight, grad: torch.Tensor | None,
+                    active: torch.Tensor) -> torch.Tensor:
+        score = weight.active_values().abs()
+        if grad is None:
+            return score
+        return score + self.config.grad_coeff * grad.reshape(-1)[active.to(grad.device)].abs()
 
     def plan(self, active: int, target: int, fraction: float, numel: int) -> tuple[int, int]:
         bound = min(numel, round(target * (1 + self.bound_schedule.at(self.step_count))))

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import torch
-
 from sparsetrain.algorithms.registry import register_method
 from sparsetrain.algorithms.set import SET
-from sparsetrain.errors import UserError
-from sparsetrain.sparse import SparseWeight
 
 
 @register_method("rigl", help="drop smallest magnitudes, grow largest |dense gradient| (Evci et al. 2020)")
@@ -20,9 +16,4 @@ class RigL(SET):
 
     name = "rigl"
     needs_dense_grad = True
-
-    def grow_scores(self, weight: SparseWeight, grad: torch.Tensor | None,
-                    gen: torch.Generator) -> torch.Tensor:
-        if grad is None:
-            raise UserError("rigl needs gradients at the update step; call backward() before step()")
-        return grad.abs()
+    grow_rule = "gradient"

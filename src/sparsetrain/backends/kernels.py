@@ -22,6 +22,8 @@ import numba
 import numpy as np
 import torch
 from numba import prange
+from numba.core import types
+from numba.extending import intrinsic
 
 if "NUMBA_THREADING_LAYER" not in os.environ and "NUMBA_THREADING_LAYER_PRIORITY" not in os.environ:
     # OpenMP starts a parallel kernel in ~2 us, the workqueue in ~170 us (measured on 2 cores),
@@ -333,3 +335,99 @@ def mask_rows(ptr, col, out):
         row[:] = False
         for k in range(ptr[r], ptr[r + 1]):
             row[col[k]] = True
+
+
+@intrinsic
+def _popcount(typingctx, x):
+    """Number of set bits of a uint64 (LLVM ctpop)."""
+    def codegen(context, builder, signature, args):
+        return builder.ctpop(args[0])
+    return types.uint64(types.uint64), codegen
+
+
+@numba.njit(**_OPTS)
+def merge_csr(ptr, col, keep, grown, rows, cols):
+    """New (indptr, indices) after a topology update and, per new entry, the slot (int32) of
+    the same weight in the old CSR (``ptr``, ``col``), or -1 for a grown one. ``keep`` (bool
+    per old slot) says which old weights stay, ``grown`` are the ascending flat row-major
+    positions of the new ones (none of them kept). Each row is placed by ranks, not by a
+    serial merge: a kept weight's new slot is its rank among the kept ones plus the number of
+    grown columns below it (popcounts of a row bitmap), and vice versa; one pass over each
+    list, O(nnz + grown + rows·cols/64)."""
+    ng = grown.shape[0]
+    size = keep.shape[0] + ng
+    new_ptr = np.empty(rows + 1, np.int32)
+    new_col = np.empty(size + 1, np.int32)  # the last written slot takes the dropped weights
+    source = np.empty(size + 1, np.int32)
+    nw = (cols + 63) // 64
+    gw, kw = np.zeros(nw, np.uint64), np.zeros(nw, np.uint64)
+    gpre, kpre = np.zeros(nw, np.int64), np.zeros(nw, np.int64)
+    one = np.uint64(1)
+    g0 = 0
+    q0 = np.int64(0)
+    new_ptr[0] = 0
+    for r in range(rows):
+        base = np.int64(r) * cols
+        gw[:] = 0
+        kw[:] = 0
+        g1 = g0
+        while g1 < ng and grown[g1] < base + cols:  # the row's grown columns as a bitmap
+            c = grown[g1] - base
+            gw[c >> 6] |= one << np.uint64(c & 63)
+            g1 += 1
+        a = np.int64(0)
+        for w in range(nw):
+            gpre[w] = a
+            a += np.int64(_popcount(gw[w]))
+        # kept: new slot = row start + rank among the kept + grown columns below
+        at = q0
+        for s in range(ptr[r], ptr[r + 1]):
+            c = np.int64(col[s])
+            w = c >> 6
+            bit = np.uint64(c & 63)
+            k = keep[s]
+            slot = at + gpre[w] + np.int64(_popcount(gw[w] & ((one << bit) - one)))
+            slot = slot if k else size
+            new_col[slot] = c
+            source[slot] = s
+            kw[w] |= np.uint64(k) << bit
+            at += k
+        n_kept = at - q0
+        b = np.int64(0)
+        for w in range(nw):
+            kpre[w] = b
+            b += np.int64(_popcount(kw[w]))
+        # grown: new slot = row start + rank among the grown + kept columns below
+        at = q0
+        for g in range(g0, g1):
+            c = grown[g] - base
+            w = c >> 6
+            slot = at + kpre[w] + np.int64(_popcount(kw[w] & ((one << np.uint64(c & 63)) - one)))
+            new_col[slot] = c
+            source[slot] = -1
+            at += 1
+        q0 += n_kept + (g1 - g0)
+        new_ptr[r + 1] = q0
+        g0 = g1
+    return new_ptr, new_col[:q0], source[:q0]
+
+
+@numba.njit(**_OPTS)
+def remap_branchless(old, source, out):
+    """out[i] = old[source[i]], or 0 where source[i] < 0 (a grown weight), without branches."""
+    for i in range(source.shape[0]):
+        s = source[i]
+        ok = s >= 0
+        v = old[s if ok else 0]
+        out[i] = v if ok else 0
+
+
+@numba.njit(**_OPTS)
+def flat_positions(ptr, col, cols):
+    """Row-major flat position of every entry of the CSR (``ptr``, ``col``), ascending."""
+    out = np.empty(ptr[ptr.shape[0] - 1], np.int64)
+    for r in range(ptr.shape[0] - 1):
+        base = np.int64(r) * cols
+        for k in range(ptr[r], ptr[r + 1]):
+            out[k] = base + col[k]
+    return out

@@ -162,6 +162,67 @@ class SparseLayer:
             self._set_structure(new_flat)
         self.captured = None
 
+    @torch.no_grad()
+    def rewire_flat(self, keep: torch.Tensor, grown: torch.Tensor,
+                    optimizer: torch.optim.Optimizer | None = None) -> None:
+        """One topology update given ``keep`` (bool per active weight, in CSR order) and ``grown``
+        (ascending flat positions of new weights, none of them kept): one merge of each CSR row
+        with its grown entries, O(nnz + grown + rows), never a pass over the dense shape. Kept
+        weights keep their value, gradient and optimizer state in their new slots; grown ones
+        start at 0 with zero state."""
+        device = self.values.device
+        if device.type == "cpu":
+            indptr, indices, slots = K.merge_csr(
+                self.indptr.numpy(), self.indices.numpy(), keep.to(torch.bool).contiguous().numpy(),
+                grown.to(torch.int64).contiguous().numpy(), self.rows, self.cols)
+
+            def remap(t: torch.Tensor) -> torch.Tensor:
+                if not uses_numba(t):
+                    index = torch.from_numpy(slots).long()
+                    out = t.new_zeros(index.numel())
+                    out[index >= 0] = t[index[index >= 0]]
+                    return out
+                out = t.new_empty(len(slots))
+                K.remap_branchless(t.detach().numpy(), slots, out.numpy())
+                return out
+        else:
+            old_flat = self.flat_index()
+            keep, grown = keep.to(device), grown.to(device)
+            kept_slots = torch.nonzero(keep).reshape(-1)
+            new_flat, order = torch.sort(torch.cat([old_flat[kept_slots], grown]))
+            source = torch.cat([kept_slots, torch.full_like(grown, -1)])[order]
+            target = torch.nonzero(source >= 0).reshape(-1)
+
+            def remap(t: torch.Tensor) -> torch.Tensor:
+                out = t.new_zeros(new_flat.numel())
+                out[target] = t[source[target]]
+                return out
+        self._install_values(remap, optimizer)
+        if device.type == "cpu":
+            self.indptr, self.indices = torch.from_numpy(indptr), torch.from_numpy(indices)
+            self._mask = None
+        else:
+            self._set_structure(new_flat)
+        self.captured = None
+
+    def _install_values(self, remap, optimizer: torch.optim.Optimizer | None) -> None:
+        """Pass ``values``, their gradient and every per-weight optimizer state tensor through
+        ``remap`` (old slots -> new slots); a new Parameter when the count changes."""
+        param = self.values
+        data = remap(param.data)
+        if data.numel() == param.numel():  # same count (SET, RigL): same Parameter object
+            state = optimizer.state.get(param) if optimizer is not None else None
+            for key, value in list((state or {}).items()):
+                if isinstance(value, torch.Tensor) and value.shape == param.shape:
+                    state[key] = remap(value)
+            param.grad = None if param.grad is None else remap(param.grad)
+            param.data = data
+        else:  # a new count (MEST): a new Parameter, since autograd caches the old shape
+            new = nn.Parameter(data, requires_grad=param.requires_grad)
+            new.grad = None if param.grad is None else remap(param.grad)
+            _swap_parameter(optimizer, param, new, remap)
+            self.values = new
+
     # --- compute --------------------------------------------------------------------------
     def matmul(self, xt: torch.Tensor) -> torch.Tensor:
         """``W @ xt + bias[:, None]`` by the sparse kernels, for a feature-major input ``xt`` of
@@ -469,6 +530,19 @@ class SparseBackendWeight(SparseWeight):
 
     def rewire(self, kept: torch.Tensor, grown: torch.Tensor, optimizer: torch.optim.Optimizer | None) -> None:
         self.module.restructure(kept | grown, kept, optimizer)
+
+    def active_index(self) -> torch.Tensor:
+        module = self.module
+        if module.indptr.device.type == "cpu":
+            return torch.from_numpy(K.flat_positions(module.indptr.numpy(), module.indices.numpy(), module.cols))
+        return module.flat_index()
+
+    def active_values(self) -> torch.Tensor:
+        return self.module.values.detach()
+
+    def rewire_flat(self, keep: torch.Tensor, grown: torch.Tensor,
+                    optimizer: torch.optim.Optimizer | None) -> None:
+        self.module.rewire_flat(keep, grown, optimizer)
 
     def densify(self, twin: nn.Module) -> None:
         if isinstance(twin.get_submodule(self.name[: -len(".weight")]), SparseLayer):

@@ -64,6 +64,29 @@ class SparseWeight(ABC):
         self.mask_grad()               # no stale gradient on a weight just dropped
         zero_optimizer_state(optimizer, self.parameter, ~kept)
 
+    def active_index(self) -> torch.Tensor:
+        """Row-major flat positions of the active weights, ascending (int64, on the weight's
+        device). Backends that store the active set override it to avoid a dense pass."""
+        return torch.nonzero(self.mask.reshape(-1)).reshape(-1)
+
+    def active_values(self) -> torch.Tensor:
+        """The active weights in the order of `active_index`."""
+        return self.values.reshape(-1)[self.active_index()]
+
+    def rewire_flat(self, keep: torch.Tensor, grown: torch.Tensor,
+                    optimizer: torch.optim.Optimizer | None) -> None:
+        """`rewire` in the terms of the active list: ``keep`` is one bool per active weight (in
+        `active_index` order), True for those that stay with their value and optimizer state;
+        ``grown`` holds the ascending flat positions (int64) of new weights, none of them kept,
+        which start at 0 with zero state; every other weight is dropped. The default builds the
+        two masks and calls `rewire`; a backend storing the active set merges the lists."""
+        device = self.mask.device
+        kept_mask = torch.zeros(self.numel, dtype=torch.bool, device=device)
+        grown_mask = torch.zeros(self.numel, dtype=torch.bool, device=device)
+        kept_mask[self.active_index()[keep.to(device)]] = True
+        grown_mask[grown.to(device)] = True
+        self.rewire(kept_mask.view(self.shape), grown_mask.view(self.shape), optimizer)
+
     def want_dense_grad(self, flag: bool) -> None:
         """Whether the next backward must make `dense_grad` available (RigL/MEST update steps).
         A masked weight always has it; a sparse backend records what it needs only when asked."""

@@ -22,7 +22,7 @@ def _sparsifier(method, weights, mask, **options):
     w.set_mask(mask)
     with torch.no_grad():
         layer.weight.copy_(weights * mask)
-    s.ever_active[w.name].copy_(mask)
+    s.ever_active = {w.name: mask}  # explored so far: the current mask
     return s, layer
 
 
