@@ -211,8 +211,6 @@ def top_abs_excluding(values: np.ndarray, k: int, excluded: np.ndarray, threads:
     rank = int(expected * 1.05 + 4 * np.sqrt(expected) + 16)
     threshold = np.uint32(0) if rank >= s else np.partition(sample, s - rank)[s - rank]
     chunks = max(1, min(threads, n // 65536, numba.config.NUMBA_NUM_THREADS))
-    if chunks > 1:
-        numba.set_num_threads(chunks)
     positions = np.empty(n, np.int64)  # allocation is lazy: only the collected slots are touched
     keys = np.empty(n, np.uint32)
     counts = np.zeros(chunks, np.int64)
