@@ -8,6 +8,7 @@ median over the rounds:
 - ``masked``: masked PyTorch, ``F.linear(x, W * mask, b)`` (the baseline of the speedups)
 - ``torch_csr``: the obvious torch.sparse CSR layer (`CSRLinear` below, ~60 lines)
 - ``sparsetrain``: sparsetrain's ``sparse`` backend (Static method, uniform density)
+- ``sparsetrain_fused``: the same with ``fuse_activations=True`` (ReLU folded into the kernels)
 - ``sparselab``: the peer sparselab 0.2.2 ``SparseLinear`` when it is installed
 
 Peak memory is the peak resident set size (sampled from /proc/self/statm every 0.5 ms)
@@ -39,7 +40,7 @@ from torch import nn
 
 SIZES = (3072, 1024, 512, 10)
 BATCH = 100
-VARIANTS = ("dense", "masked", "torch_csr", "sparsetrain", "sparselab")
+VARIANTS = ("dense", "masked", "torch_csr", "sparsetrain", "sparsetrain_fused", "sparselab")
 EXTRA = ("sparsetrain_kernels", "sparsetrain_densepath")  # break-even scan: forced sparse / dense
 
 
@@ -132,7 +133,8 @@ class Variant:
         if name.startswith("sparsetrain"):
             import sparsetrain as st
             self.method = st.create("static", self.model, self.optimizer, density=density,
-                                    distribution="uniform", backend="sparse", seed=seed)
+                                    distribution="uniform", backend="sparse", seed=seed,
+                                    fuse_activations=name == "sparsetrain_fused")
             forced = {"sparsetrain_kernels": 1.0, "sparsetrain_densepath": 0.0}.get(name)
             for w in self.method.weights:
                 if forced is not None:

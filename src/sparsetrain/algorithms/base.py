@@ -21,7 +21,7 @@ from sparsetrain.distributions import allocate
 from sparsetrain.errors import UserError
 from sparsetrain.sparse.retired import RetiredSet
 from sparsetrain.sparse import (
-    SparseWeight, attach, generator, random_scores, select_weights, topk_mask,
+    BACKENDS, SparseWeight, attach, generator, random_scores, select_weights, topk_mask,
 )
 
 
@@ -116,6 +116,8 @@ class SparsityConfig(MethodConfig):
     exclude: tuple[str, ...] = option((), "glob patterns of parameter names to keep dense")
     layer_densities: dict | None = option(None, "per-layer densities for distribution=custom, {parameter name: density}")
     backend: str = option("masked", "how sparse weights are stored (see `sparsetrain list`)")
+    fuse_activations: bool = option(False, "backend=sparse: fold each ReLU that follows a sparse Linear "
+                                           "in an nn.Sequential into the layer's kernel (same results, faster)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -138,6 +140,12 @@ class Sparsifier(Method):
                                include=cfg.include, exclude=cfg.exclude)
         self.before_attach(names)
         self.weights = attach(model, names, cfg.backend, optimizer)
+        if cfg.fuse_activations:
+            fuse = getattr(BACKENDS.get(cfg.backend), "fuse_activations", None)
+            if fuse is None:
+                raise UserError(f"fuse_activations: backend {cfg.backend!r} cannot fuse activations; "
+                                "use backend=sparse")
+            fuse(model)
         self.targets = self._allocate()
         self.retired = {w.name: RetiredSet(w.numel) for w in self.weights}
         """Per layer, the flat positions that were active after some topology change but are not

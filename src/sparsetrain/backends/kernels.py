@@ -36,7 +36,7 @@ _OPTS = dict(nogil=True, fastmath=True, cache=False)
 
 
 @numba.njit(**_OPTS)
-def _spmm_rows(ptr, col, val, xt, bias, out, r0, r1):
+def _spmm_rows(ptr, col, val, xt, bias, out, r0, r1, relu):
     nb = xt.shape[1]
     for r in range(r0, r1):
         acc = out[r]
@@ -58,21 +58,36 @@ def _spmm_rows(ptr, col, val, xt, bias, out, r0, r1):
             for j in range(nb):
                 acc[j] += v * src[j]
             k += 1
+        if relu:  # the fused activation, while the row is in L1
+            for j in range(nb):
+                if acc[j] < 0:
+                    acc[j] = 0
 
 
 @numba.njit(**_OPTS)
-def spmm_serial(ptr, col, val, xt, bias, out):
-    """out[r, :] = bias[r] + sum_k val[k] * xt[col[k], :] over row r's entries."""
-    _spmm_rows(ptr, col, val, xt, bias, out, 0, out.shape[0])
+def spmm_serial(ptr, col, val, xt, bias, out, relu=False):
+    """out[r, :] = bias[r] + sum_k val[k] * xt[col[k], :] over row r's entries (then
+    max(., 0) when ``relu``)."""
+    _spmm_rows(ptr, col, val, xt, bias, out, 0, out.shape[0], relu)
 
 
 @numba.njit(parallel=True, **_OPTS)
-def spmm_parallel(ptr, col, val, xt, bias, out):
+def spmm_parallel(ptr, col, val, xt, bias, out, relu=False):
     n = out.shape[0]
     chunks = numba.get_num_threads() * 4
     step = (n + chunks - 1) // chunks
     for c in prange(chunks):
-        _spmm_rows(ptr, col, val, xt, bias, out, min(c * step, n), min((c + 1) * step, n))
+        _spmm_rows(ptr, col, val, xt, bias, out, min(c * step, n), min((c + 1) * step, n), relu)
+
+
+@numba.njit(**_OPTS)
+def relu_grad(gt, out, result):
+    """result = gt where the (ReLU) output ``out`` is positive, else 0: the gradient through
+    a fused activation."""
+    for r in range(gt.shape[0]):
+        g, o, dst = gt[r], out[r], result[r]
+        for j in range(g.shape[0]):
+            dst[j] = g[j] if o[j] > 0 else 0
 
 
 @numba.njit(**_OPTS)

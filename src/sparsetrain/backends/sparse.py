@@ -52,6 +52,7 @@ class SparseLayer:
         self.bias = bias
         self.break_even = BREAK_EVEN
         self.capture = False
+        self.activation: str | None = None  # "relu" once `fuse_activations` folded one in
         self.captured: Any = None
         self._views = NumpyViews()
         self._no_bias: torch.Tensor | None = None
@@ -283,7 +284,8 @@ class SparseLinear(SparseLayer, nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.dense:  # as nn.Linear, in whatever layout x comes
-            return F.linear(x, self.dense_weight(), self.bias)
+            out = F.linear(x, self.dense_weight(), self.bias)
+            return F.relu(out) if self.activation == "relu" else out
         if x.dim() == 2:  # (batch, in) -> transposed view in, transposed view out: no copies
             return self.matmul(x.t()).t()
         lead = x.shape[:-1]
@@ -291,7 +293,58 @@ class SparseLinear(SparseLayer, nn.Linear):
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, " \
-               f"nnz={self.nnz}, density={self.density:.4f}, bias={self.bias is not None}"
+               f"nnz={self.nnz}, density={self.density:.4f}, bias={self.bias is not None}" \
+               + (f", activation={self.activation}" if self.activation else "")
+
+
+class FusedActivation(nn.Module):
+    """Stands where a ReLU was after `fuse_activations` folded it into the sparse layer before
+    it (which now applies it); passes its input through. `unfuse_activations` puts the ReLU
+    back."""
+
+    def __init__(self, original: nn.Module) -> None:
+        super().__init__()
+        self.inplace = getattr(original, "inplace", False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def extra_repr(self) -> str:
+        return "fused into the preceding sparse layer"
+
+
+def fuse_activations(model: nn.Module) -> list[str]:
+    """Fold every ``nn.ReLU`` that directly follows a `SparseLinear` in an ``nn.Sequential``
+    into that layer: its kernel applies the ReLU while the output row is still in cache and
+    takes the gradient back through it, which saves two torch operations and an autograd node
+    per layer and step (about 20% of a training step of the 3072-1024-512-10 MLP at 99-99.9%
+    sparsity, `benchmarks/sparse_mlp.py`). The ReLU module is replaced by a `FusedActivation`
+    (so forward hooks on it no longer fire); state dicts do not change. Returns the names of
+    the layers that took an activation. `to_masked` and `unfuse_activations` undo it."""
+    fused = []
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.Sequential):
+            continue
+        children = list(module.named_children())
+        for (layer_name, layer), (act_name, act) in zip(children, children[1:]):
+            if isinstance(layer, SparseLinear) and layer.activation is None and type(act) is nn.ReLU:
+                layer.activation = "relu"
+                setattr(module, act_name, FusedActivation(act))
+                fused.append(f"{name}.{layer_name}" if name else layer_name)
+    return fused
+
+
+def unfuse_activations(model: nn.Module) -> None:
+    """Undo `fuse_activations`: each `FusedActivation` becomes an ``nn.ReLU`` again and its
+    sparse layer computes without activation."""
+    for module in model.modules():
+        if not isinstance(module, nn.Sequential):
+            continue
+        children = list(module.named_children())
+        for (_, layer), (act_name, act) in zip(children, children[1:]):
+            if isinstance(act, FusedActivation) and isinstance(layer, SparseLinear):
+                layer.activation = None
+                setattr(module, act_name, nn.ReLU(inplace=act.inplace))
 
 
 class _SparseConv(SparseLayer):
@@ -447,6 +500,7 @@ def to_sparse(model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
 def to_masked(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> list[str]:
     """Turn every sparse layer back into a dense Linear/Conv with a ``weight_mask`` buffer
     (the masked backend's format), moving optimizer state back; returns the layer names."""
+    unfuse_activations(model)
     names = [n for n, m in model.named_modules() if isinstance(m, SparseLayer)]
     for module_name in names:
         sparse = model.get_submodule(module_name)
@@ -576,6 +630,8 @@ class SparseBackendWeight(SparseWeight):
         self.module.capture = flag
         if not flag:
             self.module.captured = None
+
+    fuse_activations = staticmethod(fuse_activations)  # the backend's hook for fuse_activations=True
 
 
 BACKENDS.register("sparse", help="only active weights stored (CSR) with sparse kernels; Linear, Conv1d, "

@@ -56,20 +56,30 @@ class NumpyViews:
 
 
 def sparse_product(layer: Any, xt: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """``W @ xt + bias[:, None]`` for a feature-major ``xt``, without autograd (the forward of
-    `SparseMatmul`, and the whole layer when no gradient is needed)."""
+    """``W @ xt + bias[:, None]`` for a feature-major ``xt`` (through the layer's fused
+    activation, if any), without autograd: the forward of `SparseMatmul`, and the whole layer
+    when no gradient is needed."""
     xt = feature_major(xt)
-    rows, nb = layer.rows, xt.shape[1]
+    rows, nb, relu = layer.rows, xt.shape[1], layer.activation == "relu"
     if uses_numba(xt) and values.dtype == xt.dtype:
         out = torch.empty((rows, nb), dtype=xt.dtype)
         ptr, col, val, b = layer.numpy_views(values, bias)
-        K.pick(val.shape[0] * nb, K.spmm_serial, K.spmm_parallel)(ptr, col, val, xt.numpy(), b, out.numpy())
+        K.pick(val.shape[0] * nb, K.spmm_serial, K.spmm_parallel)(ptr, col, val, xt.numpy(), b, out.numpy(), relu)
         return out
     w = torch.sparse_csr_tensor(layer.indptr, layer.indices, values.detach(), (rows, xt.shape[0]))
     out = w @ xt
     if bias is not None:
         out += bias.detach().unsqueeze(1)
-    return out
+    return out.clamp_(min=0) if relu else out
+
+
+def _relu_grad(gyt: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """The gradient ``gyt`` of a ReLU's output ``out`` taken back through the ReLU."""
+    if uses_numba(gyt) and gyt.dtype == out.dtype:
+        result = torch.empty_like(gyt)
+        K.relu_grad(gyt.numpy(), out.numpy(), result.numpy())
+        return result
+    return gyt * (out > 0)
 
 
 class SparseMatmul(torch.autograd.Function):
@@ -79,15 +89,18 @@ class SparseMatmul(torch.autograd.Function):
     def forward(ctx: Any, xt: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | None,
                 layer: Any) -> torch.Tensor:
         xt = feature_major(xt)
-        ctx.save_for_backward(xt, values)
+        out = sparse_product(layer, xt, values, bias)
+        ctx.save_for_backward(xt, values, out if layer.activation else None)
         ctx.bias = bias
         ctx.layer = layer
-        return sparse_product(layer, xt, values, bias)
+        return out
 
     @staticmethod
     def backward(ctx: Any, gyt: torch.Tensor):
-        xt, values = ctx.saved_tensors
+        xt, values, out = ctx.saved_tensors
         gyt = feature_major(gyt)
+        if out is not None:  # through the fused ReLU
+            gyt = _relu_grad(gyt, out)
         layer, bias, (need_x, need_w, need_b, _) = ctx.layer, ctx.bias, ctx.needs_input_grad
         if layer.capture:
             layer.captured = (xt, gyt)
