@@ -1,7 +1,7 @@
 """Where the time of one sparse training step goes (the MLP of benchmarks/sparse_mlp.py).
 
 Times each module's forward, the loss, the backward and the optimizer step of the
-``sparsetrain`` variant, median over rounds, in two states:
+``sparsetrain`` (or ``--variant sparsetrain_fused``) variant, median over rounds, in two states:
 
 - ``cold``: right after a masked-PyTorch step and forward, as in the interleaved
   benchmark (caches and thread pools hold the other variant's work),
@@ -49,9 +49,9 @@ def _phases(var: bench.Variant, x: torch.Tensor, y: torch.Tensor) -> dict[str, f
     return out
 
 
-def profile(sparsity: float, rounds: int) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+def profile(sparsity: float, rounds: int, variant: str = "sparsetrain") -> tuple[dict[str, dict[str, float]], dict[str, float]]:
     x, y = bench._data()
-    var, masked = bench.Variant("sparsetrain", sparsity), bench.Variant("masked", sparsity)
+    var, masked = bench.Variant(variant, sparsity), bench.Variant("masked", sparsity)
     no_relu = bench.Variant("sparsetrain", sparsity)
     for i, module in enumerate(no_relu.model):
         if isinstance(module, torch.nn.ReLU):
@@ -69,7 +69,7 @@ def profile(sparsity: float, rounds: int) -> tuple[dict[str, dict[str, float]], 
                 samples[state][name].append(seconds)
         masked.train_step(x, y)
         steps["masked"].append(bench._timed(lambda: masked.train_step(x, y), 3))
-        steps["sparsetrain"].append(bench._timed(lambda: var.train_step(x, y), 3))
+        steps[variant].append(bench._timed(lambda: var.train_step(x, y), 3))
         masked.train_step(x, y)
         steps["sparsetrain, ReLU removed"].append(bench._timed(lambda: no_relu.train_step(x, y), 3))
     phases = {state: {name: statistics.median(v) * 1e3 for name, v in by_name.items()}
@@ -82,10 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sparsities", type=float, nargs="+", default=[0.9, 0.99, 0.999])
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--variant", default="sparsetrain", choices=("sparsetrain", "sparsetrain_fused"))
     args = parser.parse_args(argv)
     bench._set_threads(args.threads)
     for sparsity in args.sparsities:
-        phases, steps = profile(sparsity, args.rounds)
+        phases, steps = profile(sparsity, args.rounds, args.variant)
         print(f"\n## sparsity {sparsity}: ms per phase (median of {args.rounds})\n")
         print("| phase | cold | warm |\n|---|---|---|")
         for name in phases["cold"]:
