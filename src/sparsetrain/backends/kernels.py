@@ -32,7 +32,7 @@ if "NUMBA_THREADING_LAYER" not in os.environ and "NUMBA_THREADING_LAYER_PRIORITY
     numba.config.THREADING_LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
     numba.config.THREADING_LAYER = "default"
 
-_OPTS = dict(nogil=True, fastmath=True, cache=False)
+_OPTS = dict(nogil=True, fastmath=True, cache=True)
 
 
 @numba.njit(**_OPTS)

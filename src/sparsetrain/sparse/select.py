@@ -19,7 +19,7 @@ import numba
 import numpy as np
 from numba.cpython.unsafe.numbers import trailing_zeros
 
-_OPTS = dict(nogil=True, cache=False)
+_OPTS = dict(nogil=True, cache=True)
 
 
 @numba.njit(**_OPTS)
