@@ -335,14 +335,6 @@ def rebuild_csr(ptr, col, mask, kept, rows, cols):
 
 
 @numba.njit(**_OPTS)
-def remap(old, source, out):
-    """out[i] = old[source[i]], or 0 where source[i] < 0 (a grown weight)."""
-    for i in range(source.shape[0]):
-        s = source[i]
-        out[i] = old[s] if s >= 0 else 0
-
-
-@numba.njit(**_OPTS)
 def mask_rows(ptr, col, out):
     """out (rows, cols) bool = True at the active positions, False elsewhere."""
     for r in range(out.shape[0]):

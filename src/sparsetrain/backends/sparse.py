@@ -115,53 +115,20 @@ class SparseLayer:
         """Make ``mask`` the active set in one rebuild. Weights in ``kept`` (a subset of the
         active ones) keep their value, gradient and optimizer state; all others start at 0."""
         device = self.values.device
-        if device.type == "cpu":  # one numba pass over the mask: new CSR + where each survivor was
+        if _rebuilds_on_cpu(device):  # one numba pass over the mask: new CSR + where each survivor was
             indptr, indices, slots = K.rebuild_csr(
                 self.indptr.numpy(), self.indices.numpy(), mask.reshape(-1).bool().contiguous().numpy(),
                 kept.reshape(-1).bool().contiguous().numpy(), self.rows, self.cols)
-            n_new = len(indices)
-
-            def remap(t: torch.Tensor) -> torch.Tensor:
-                if not uses_numba(t):
-                    out = t.new_zeros(n_new)
-                    index = torch.from_numpy(slots)
-                    out[index >= 0] = t[index[index >= 0]]
-                    return out
-                out = t.new_empty(n_new)
-                K.remap(t.detach().numpy(), slots, out.numpy())
-                return out
-        else:
-            new_flat = torch.nonzero(mask.reshape(-1).to(device)).reshape(-1)
-            old_flat = self.flat_index()
-            valid = kept.reshape(-1).to(device)[new_flat]
-            source = torch.searchsorted(old_flat, new_flat).clamp_(max=max(old_flat.numel() - 1, 0))
-            source, target = source[valid], torch.nonzero(valid).reshape(-1)
-            n_new = new_flat.numel()
-
-            def remap(t: torch.Tensor) -> torch.Tensor:
-                out = t.new_zeros(n_new)
-                out[target] = t[source]
-                return out
-
-        param = self.values
-        if n_new == param.numel():  # same count (SET, RigL): same Parameter object
-            state = optimizer.state.get(param) if optimizer is not None else None
-            for key, value in list((state or {}).items()):
-                if isinstance(value, torch.Tensor) and value.shape == param.shape:
-                    state[key] = remap(value)
-            param.grad = None if param.grad is None else remap(param.grad)
-            param.data = remap(param.data)
-        else:  # a new count (MEST): a new Parameter, since autograd caches the old shape
-            new = nn.Parameter(remap(param.data), requires_grad=param.requires_grad)
-            new.grad = None if param.grad is None else remap(param.grad)
-            _swap_parameter(optimizer, param, new, remap)
-            self.values = new
-        if device.type == "cpu":
-            self.indptr, self.indices = torch.from_numpy(indptr), torch.from_numpy(indices)
-            self._mask = None
-        else:
-            self._set_structure(new_flat)
-        self.captured = None
+            self._install_values(_slot_remap(slots), optimizer)
+            self._install_structure(torch.from_numpy(indptr), torch.from_numpy(indices))
+            return
+        new_flat = torch.nonzero(mask.reshape(-1).to(device)).reshape(-1)
+        old_flat = self.flat_index()
+        valid = kept.reshape(-1).to(device)[new_flat]
+        source = torch.searchsorted(old_flat, new_flat).clamp_(max=max(old_flat.numel() - 1, 0))
+        target = torch.nonzero(valid).reshape(-1)
+        self._install_values(_index_remap(source[target], target, new_flat.numel()), optimizer)
+        self._install_structure(new_flat=new_flat)
 
     @torch.no_grad()
     def rewire_flat(self, keep: torch.Tensor, grown: torch.Tensor,
@@ -172,41 +139,23 @@ class SparseLayer:
         weights keep their value, gradient and optimizer state in their new slots; grown ones
         start at 0 with zero state."""
         device = self.values.device
-        if device.type == "cpu":
+        if _rebuilds_on_cpu(device):
             indptr, indices, slots = K.merge_csr(
                 self.indptr.numpy(), self.indices.numpy(), keep.to(torch.bool).contiguous().numpy(),
                 grown.to(torch.int64).contiguous().numpy(), self.rows, self.cols)
+            self._install_values(_slot_remap(slots), optimizer)
+            self._install_structure(torch.from_numpy(indptr), torch.from_numpy(indices))
+            return
+        old_flat = self.flat_index()
+        keep, grown = keep.to(device), grown.to(device)
+        kept_slots = torch.nonzero(keep).reshape(-1)
+        new_flat, order = torch.sort(torch.cat([old_flat[kept_slots], grown]))
+        source = torch.cat([kept_slots, torch.full_like(grown, -1)])[order]
+        target = torch.nonzero(source >= 0).reshape(-1)
+        self._install_values(_index_remap(source[target], target, new_flat.numel()), optimizer)
+        self._install_structure(new_flat=new_flat)
 
-            def remap(t: torch.Tensor) -> torch.Tensor:
-                if not uses_numba(t):
-                    index = torch.from_numpy(slots).long()
-                    out = t.new_zeros(index.numel())
-                    out[index >= 0] = t[index[index >= 0]]
-                    return out
-                out = t.new_empty(len(slots))
-                K.remap_branchless(t.detach().numpy(), slots, out.numpy())
-                return out
-        else:
-            old_flat = self.flat_index()
-            keep, grown = keep.to(device), grown.to(device)
-            kept_slots = torch.nonzero(keep).reshape(-1)
-            new_flat, order = torch.sort(torch.cat([old_flat[kept_slots], grown]))
-            source = torch.cat([kept_slots, torch.full_like(grown, -1)])[order]
-            target = torch.nonzero(source >= 0).reshape(-1)
-
-            def remap(t: torch.Tensor) -> torch.Tensor:
-                out = t.new_zeros(new_flat.numel())
-                out[target] = t[source[target]]
-                return out
-        self._install_values(remap, optimizer)
-        if device.type == "cpu":
-            self.indptr, self.indices = torch.from_numpy(indptr), torch.from_numpy(indices)
-            self._mask = None
-        else:
-            self._set_structure(new_flat)
-        self.captured = None
-
-    def _install_values(self, remap, optimizer: torch.optim.Optimizer | None) -> None:
+    def _install_values(self, remap, optimizer: torch.optim.Optimizer | None) -> None:  # noqa: ANN001
         """Pass ``values``, their gradient and every per-weight optimizer state tensor through
         ``remap`` (old slots -> new slots); a new Parameter when the count changes."""
         param = self.values
@@ -223,6 +172,16 @@ class SparseLayer:
             new.grad = None if param.grad is None else remap(param.grad)
             _swap_parameter(optimizer, param, new, remap)
             self.values = new
+
+    def _install_structure(self, indptr: torch.Tensor | None = None, indices: torch.Tensor | None = None,
+                           new_flat: torch.Tensor | None = None) -> None:
+        """The new CSR, given as (indptr, indices) or as the ascending flat positions."""
+        if new_flat is None:
+            self.indptr, self.indices = indptr, indices
+            self._mask = None
+        else:
+            self._set_structure(new_flat)
+        self.captured = None
 
     # --- compute --------------------------------------------------------------------------
     def matmul(self, xt: torch.Tensor) -> torch.Tensor:
@@ -271,6 +230,35 @@ class SparseLayer:
             self.indices = self.indices.new_empty(indices.shape)
         self._mask = None
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+def _rebuilds_on_cpu(device: torch.device) -> bool:
+    """Whether a topology rebuild runs the numba kernels (else torch ops, any device)."""
+    return device.type == "cpu"
+
+
+def _slot_remap(slots):  # noqa: ANN001, ANN202
+    """remap(t): entry i of the result is ``t[slots[i]]``, or 0 where ``slots[i] < 0`` (a grown
+    weight); ``slots`` is a numpy array from a CSR rebuild."""
+    def remap(t: torch.Tensor) -> torch.Tensor:
+        if not uses_numba(t):
+            index = torch.from_numpy(slots).long()
+            out = t.new_zeros(index.numel())
+            out[index >= 0] = t[index[index >= 0]]
+            return out
+        out = t.new_empty(len(slots))
+        K.remap_branchless(t.detach().numpy(), slots, out.numpy())
+        return out
+    return remap
+
+
+def _index_remap(source: torch.Tensor, target: torch.Tensor, n: int):  # noqa: ANN202
+    """remap(t): a length-``n`` tensor of zeros with ``t[source]`` written at ``target``."""
+    def remap(t: torch.Tensor) -> torch.Tensor:
+        out = t.new_zeros(n)
+        out[target] = t[source]
+        return out
+    return remap
 
 
 class SparseLinear(SparseLayer, nn.Linear):

@@ -4,6 +4,7 @@ import numpy as np
 import torch
 
 from sparsetrain.backends import kernels as K
+from sparsetrain.backends import sparse as sparse_backend
 from sparsetrain.backends.sparse import SparseLinear
 from sparsetrain.backends.sparse_ops import SparseMatmul
 
@@ -33,7 +34,7 @@ def test_rebuild_csr_finds_the_old_slot_of_each_kept_weight():
     assert new_col.tolist() == [0, 1, 3, 2, 3]
     assert source.tolist() == [-1, 0, 1, 3, 4]
     out = np.empty(5, np.float32)
-    K.remap(np.array([10, 11, 12, 13, 14], np.float32), source, out)
+    K.remap_branchless(np.array([10, 11, 12, 13, 14], np.float32), source, out)
     assert out.tolist() == [0, 10, 11, 13, 14]
 
 
@@ -62,3 +63,38 @@ def test_parallel_input_gradient_equals_dense_product():
         out = np.full((23, 5), np.nan)  # every row is written, also those no weight reaches
         kernel(ptr, col, val, gt, out)
         np.testing.assert_allclose(out, dense.T @ gt, rtol=0, atol=1e-12)
+
+
+def _trained_layer(seed):
+    torch.manual_seed(seed)
+    weight = torch.randn(6, 11, requires_grad=True)
+    mask = torch.rand(6, 11, generator=torch.Generator().manual_seed(seed)) < 0.4
+    layer = SparseLinear(11, 6, weight, mask, None)
+    opt = torch.optim.Adam([layer.values], lr=0.1)
+    (layer(torch.randn(3, 11)) ** 2).sum().backward()
+    opt.step()
+    return layer, opt
+
+
+def _state(layer, opt):
+    return [layer.indptr, layer.indices, layer.values.detach(), layer.values.grad,
+            *(v for v in opt.state[layer.values].values() if v.shape == layer.values.shape)]
+
+
+def test_torch_rebuild_path_equals_the_numba_kernels(monkeypatch):
+    """The rebuilds written in torch ops (the CUDA path) give the numba path's CSR, values,
+    gradient and optimizer state, for rewire_flat (SET/RigL) and restructure (set_mask, MEST)."""
+    results = {}
+    for on_cpu in (True, False):
+        monkeypatch.setattr(sparse_backend, "_rebuilds_on_cpu", lambda device, on_cpu=on_cpu: on_cpu)
+        layer, opt = _trained_layer(4)
+        keep = torch.arange(layer.nnz) % 3 != 0
+        free = torch.nonzero(~layer.weight_mask.reshape(-1)).reshape(-1)
+        layer.rewire_flat(keep, free[::4], opt)
+        after_rewire = [t.clone() for t in _state(layer, opt)]
+        mask = layer.weight_mask.clone()
+        mask[0], mask[:, 0] = True, False  # grow a row, drop a column: a new count
+        layer.restructure(mask, mask & layer.weight_mask, opt)
+        results[on_cpu] = after_rewire + _state(layer, opt)
+    for a, b in zip(results[True], results[False]):
+        torch.testing.assert_close(a.to(b.dtype), b, rtol=0, atol=0)
