@@ -32,7 +32,10 @@ if "NUMBA_THREADING_LAYER" not in os.environ and "NUMBA_THREADING_LAYER_PRIORITY
     numba.config.THREADING_LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
     numba.config.THREADING_LAYER = "default"
 
-_OPTS = dict(nogil=True, fastmath=True, cache=True)
+_OPTS = dict(nogil=True, fastmath=True, cache=True)  # compiled once per machine, kept on disk
+_PARALLEL_OPTS = dict(nogil=True, fastmath=True, cache=False)
+"""Parallel kernels link to the threading layer at run time, which numba cannot cache: they
+compile in each process (about a second each, on first use)."""
 
 
 @numba.njit(**_OPTS)
@@ -71,7 +74,7 @@ def spmm_serial(ptr, col, val, xt, bias, out, relu=False):
     _spmm_rows(ptr, col, val, xt, bias, out, 0, out.shape[0], relu)
 
 
-@numba.njit(parallel=True, **_OPTS)
+@numba.njit(parallel=True, **_PARALLEL_OPTS)
 def spmm_parallel(ptr, col, val, xt, bias, out, relu=False):
     n = out.shape[0]
     chunks = numba.get_num_threads() * 4
@@ -112,7 +115,7 @@ def spmm_t_serial(ptr, col, val, gt, out):
     _spmm_t_owned(ptr, col, val, gt, out, 0, out.shape[0])
 
 
-@numba.njit(parallel=True, **_OPTS)
+@numba.njit(parallel=True, **_PARALLEL_OPTS)
 def spmm_t_parallel(ptr, col, val, gt, out):
     """As `spmm_t_serial`, each thread owning a range of output rows (splitting the batch
     instead made both threads write the same cache lines at the same time: 5x slower)."""
@@ -156,7 +159,7 @@ def sddmm_serial(ptr, col, gt, xt, out):
     _sddmm_rows(ptr, col, gt, xt, out, 0, gt.shape[0])
 
 
-@numba.njit(parallel=True, **_OPTS)
+@numba.njit(parallel=True, **_PARALLEL_OPTS)
 def sddmm_parallel(ptr, col, gt, xt, out):
     n = gt.shape[0]
     chunks = numba.get_num_threads() * 4
@@ -188,7 +191,7 @@ def backward_serial(ptr, col, val, gt, xt, gw, gx, gb):
         row_sums(gt, gb)
 
 
-@numba.njit(**_OPTS)
+@numba.njit(**_PARALLEL_OPTS)  # calls parallel kernels: not cacheable either
 def backward_parallel(ptr, col, val, gt, xt, gw, gx, gb):
     """`backward_serial` with the parallel products (one Python call, two parallel regions)."""
     if gw.shape[0]:
@@ -216,7 +219,7 @@ def transpose_serial(x, out):
     _transpose_cols(x, out, 0, x.shape[1])
 
 
-@numba.njit(parallel=True, **_OPTS)
+@numba.njit(parallel=True, **_PARALLEL_OPTS)
 def transpose_parallel(x, out):
     m = x.shape[1]
     chunks = numba.get_num_threads() * 4
@@ -271,7 +274,7 @@ def scatter_serial(ptr, col, val, out):
     _scatter_rows(ptr, col, val, out, 0, out.shape[0])
 
 
-@numba.njit(parallel=True, **_OPTS)
+@numba.njit(parallel=True, **_PARALLEL_OPTS)
 def scatter_parallel(ptr, col, val, out):
     n = out.shape[0]
     chunks = numba.get_num_threads() * 4
@@ -294,7 +297,7 @@ def gather_serial(ptr, col, dense, out):
     _gather_rows(ptr, col, dense, out, 0, dense.shape[0])
 
 
-@numba.njit(parallel=True, **_OPTS)
+@numba.njit(parallel=True, **_PARALLEL_OPTS)
 def gather_parallel(ptr, col, dense, out):
     n = dense.shape[0]
     chunks = numba.get_num_threads() * 4

@@ -20,6 +20,7 @@ import numpy as np
 from numba.cpython.unsafe.numbers import trailing_zeros
 
 _OPTS = dict(nogil=True, cache=True)
+_PARALLEL_OPTS = dict(nogil=True, cache=False)  # parallel kernels cannot be cached (numba)
 
 
 @numba.njit(**_OPTS)
@@ -138,7 +139,7 @@ def _collect_above(bits, words, start, stop, threshold, positions, keys):
     return at - start
 
 
-@numba.njit(parallel=True, **_OPTS)
+@numba.njit(parallel=True, **_PARALLEL_OPTS)
 def _collect_chunks(bits, words, threshold, step, positions, keys, counts):
     n = bits.shape[0]
     for c in numba.prange(counts.shape[0]):

@@ -98,3 +98,26 @@ def test_torch_rebuild_path_equals_the_numba_kernels(monkeypatch):
         results[on_cpu] = after_rewire + _state(layer, opt)
     for a, b in zip(results[True], results[False]):
         torch.testing.assert_close(a.to(b.dtype), b, rtol=0, atol=0)
+
+
+def test_parallel_kernels_compile_without_numba_warnings():
+    """Parallel kernels cannot be cached by numba; asking for it makes every process warn."""
+    import subprocess
+    import sys
+    code = """
+import warnings
+import numba
+import numpy as np
+warnings.simplefilter("error", numba.NumbaWarning)
+from sparsetrain.backends import kernels as K
+from sparsetrain.sparse.select import top_abs_excluding
+ptr, col = np.array([0, 2, 3], np.int32), np.array([0, 2, 1], np.int32)
+val, xt = np.ones(3, np.float32), np.ones((3, 4), np.float32)
+out = np.empty((2, 4), np.float32)
+K.spmm_parallel(ptr, col, val, xt, K.EMPTY[val.dtype], out, True)
+K.backward_parallel(ptr, col, val, out, xt, np.empty(3, np.float32), np.empty((3, 4), np.float32), np.empty(2, np.float32))
+K.transpose_parallel(out, np.empty((4, 2), np.float32))
+top_abs_excluding(np.arange(200_000, dtype=np.float32), 5, np.zeros(0, np.int64), 2)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
