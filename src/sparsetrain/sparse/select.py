@@ -33,6 +33,17 @@ def _key(u):
 
 
 @numba.njit(**_OPTS)
+def _kth_bucket(hist, need):
+    """(bucket, rest): the highest bucket at which the counts of ``hist``, summed from the top,
+    reach ``need``, and how many keys are still to be taken from that bucket."""
+    bucket = hist.shape[0] - 1
+    while hist[bucket] < need:
+        need -= hist[bucket]
+        bucket -= 1
+    return bucket, need
+
+
+@numba.njit(**_OPTS)
 def _select(bits, allowed, use_allowed, k, out):
     """Set ``out`` (bool) at the top ``k`` allowed positions. Returns the number of allowed
     positions, or -1 when an allowed score is NaN (``out`` is then unspecified); selects
@@ -54,21 +65,14 @@ def _select(bits, allowed, use_allowed, k, out):
         available += 1
     if k > available or k < 1:
         return available
-    need = k
-    high = 65535
-    while hist[high] < need:
-        need -= hist[high]
-        high -= 1
+    high, need = _kth_bucket(hist, k)
     # `need` keys are still to be taken from bucket `high`
     hist[:] = 0
     for i in range(n):
         key = keys[i]
         if (key >> np.uint32(16)) == high:
             hist[key & np.uint32(0xFFFF)] += 1
-    low = 65535
-    while hist[low] < need:
-        need -= hist[low]
-        low -= 1
+    low, need = _kth_bucket(hist, need)
     kth = (np.uint32(high) << np.uint32(16)) | np.uint32(low)
     for i in range(n):
         out[i] = keys[i] > kth
@@ -155,20 +159,13 @@ def _select_collected(positions, keys, starts, counts, k):
     for c in range(starts.shape[0]):
         for j in range(starts[c], starts[c] + counts[c]):
             hist[keys[j] >> np.uint32(16)] += 1
-    need = k
-    high = 65535
-    while hist[high] < need:
-        need -= hist[high]
-        high -= 1
+    high, need = _kth_bucket(hist, k)
     hist[:] = 0
     for c in range(starts.shape[0]):
         for j in range(starts[c], starts[c] + counts[c]):
             if (keys[j] >> np.uint32(16)) == high:
                 hist[keys[j] & np.uint32(0xFFFF)] += 1
-    low = 65535
-    while hist[low] < need:
-        need -= hist[low]
-        low -= 1
+    low, need = _kth_bucket(hist, need)
     kth = (np.uint32(high) << np.uint32(16)) | np.uint32(low)
     out = np.empty(k, np.int64)
     q = 0
