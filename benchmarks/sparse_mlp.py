@@ -323,29 +323,30 @@ def _fmt(v: float) -> str:
     return f"{v:.2f}" if v >= 0.995 else f"{v:.3f}"
 
 
+def _speedup_table(title: str, key: str, fmt: str, sparsities: list[float], variants: list[str],
+                   steps: dict) -> list[str]:
+    """Markdown lines: ``key`` (ms) of every variant per sparsity, then its speedup over masked."""
+    lines = [f"## {title} (ms) and speedup over masked PyTorch", "",
+             "| sparsity | " + " | ".join(variants) + " | "
+             + " | ".join(f"{v} speedup" for v in variants if v != "masked") + " |",
+             "|---" * (2 * len(variants)) + "|"]
+    for s in sparsities:
+        base = steps[("masked", s)][key]
+        row = [fmt.format(steps[(v, s)][key]) for v in variants]
+        row += [f"{base / steps[(v, s)][key]:.2f}x" for v in variants if v != "masked"]
+        lines.append(f"| {s} | " + " | ".join(row) + " |")
+    return lines
+
+
 def report(args: argparse.Namespace, variants: list[str], steps: dict, memory: dict, updates: dict) -> str:
     lines = ["# Performance: truly sparse execution", "",
              f"Command: `python benchmarks/sparse_mlp.py {' '.join(args.argv)}`", "",
              f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible, "
              f"{args.threads} threads; torch {torch.__version__}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
              f"MLP {'-'.join(map(str, SIZES))}, ReLU, batch {BATCH}, SGD momentum 0.9, uniform sparsity, "
-             f"variants interleaved, median of {args.rounds} rounds x {args.repeats} steps.", "",
-             "## Training step (ms) and speedup over masked PyTorch", "",
-             "| sparsity | " + " | ".join(variants) + " | " + " | ".join(f"{v} speedup" for v in variants if v != "masked") + " |",
-             "|---" * (2 * len(variants)) + "|"]
-    for s in args.sparsities:
-        base = steps[("masked", s)]["train_ms"] if "masked" in variants else float("nan")
-        row = [f"{steps[(v, s)]['train_ms']:.2f}" for v in variants]
-        row += [f"{base / steps[(v, s)]['train_ms']:.2f}x" for v in variants if v != "masked"]
-        lines.append(f"| {s} | " + " | ".join(row) + " |")
-    lines += ["", "## Inference forward (ms) and speedup over masked PyTorch", "",
-              "| sparsity | " + " | ".join(variants) + " | " + " | ".join(f"{v} speedup" for v in variants if v != "masked") + " |",
-              "|---" * (2 * len(variants)) + "|"]
-    for s in args.sparsities:
-        base = steps[("masked", s)]["infer_ms"] if "masked" in variants else float("nan")
-        row = [f"{steps[(v, s)]['infer_ms']:.3f}" for v in variants]
-        row += [f"{base / steps[(v, s)]['infer_ms']:.2f}x" for v in variants if v != "masked"]
-        lines.append(f"| {s} | " + " | ".join(row) + " |")
+             f"variants interleaved, median of {args.rounds} rounds x {args.repeats} steps.", ""]
+    lines += _speedup_table("Training step", "train_ms", "{:.2f}", args.sparsities, variants, steps)
+    lines += [""] + _speedup_table("Inference forward", "infer_ms", "{:.3f}", args.sparsities, variants, steps)
     lines += ["", "## Bytes per active weight (weights, indices, row pointers, optimizer state, the sparse method's own state such as its ITOP record; biases excluded)", "",
               "| sparsity | " + " | ".join(variants) + " |", "|---" * (len(variants) + 1) + "|"]
     for s in args.sparsities:
