@@ -310,29 +310,31 @@ def fuse_activations(model: nn.Module) -> list[str]:
     (so forward hooks on it no longer fire); state dicts do not change. Returns the names of
     the layers that took an activation. `to_masked` and `unfuse_activations` undo it."""
     fused = []
-    for name, module in model.named_modules():
-        if not isinstance(module, nn.Sequential):
-            continue
-        children = list(module.named_children())
-        for (layer_name, layer), (act_name, act) in zip(children, children[1:]):
-            if isinstance(layer, SparseLinear) and layer.activation is None and type(act) is nn.ReLU:
-                layer.activation = "relu"
-                setattr(module, act_name, FusedActivation(act))
-                fused.append(f"{name}.{layer_name}" if name else layer_name)
+    for name, sequential, layer_name, layer, act_name, act in _adjacent_in_sequentials(model):
+        if isinstance(layer, SparseLinear) and layer.activation is None and type(act) is nn.ReLU:
+            layer.activation = "relu"
+            setattr(sequential, act_name, FusedActivation(act))
+            fused.append(f"{name}.{layer_name}" if name else layer_name)
     return fused
 
 
 def unfuse_activations(model: nn.Module) -> None:
     """Undo `fuse_activations`: each `FusedActivation` becomes an ``nn.ReLU`` again and its
     sparse layer computes without activation."""
-    for module in model.modules():
-        if not isinstance(module, nn.Sequential):
-            continue
-        children = list(module.named_children())
-        for (_, layer), (act_name, act) in zip(children, children[1:]):
-            if isinstance(act, FusedActivation) and isinstance(layer, SparseLinear):
-                layer.activation = None
-                setattr(module, act_name, nn.ReLU(inplace=act.inplace))
+    for _, sequential, _, layer, act_name, act in _adjacent_in_sequentials(model):
+        if isinstance(act, FusedActivation) and isinstance(layer, SparseLinear):
+            layer.activation = None
+            setattr(sequential, act_name, nn.ReLU(inplace=act.inplace))
+
+
+def _adjacent_in_sequentials(model: nn.Module):  # noqa: ANN202
+    """(sequential's name, sequential, name, module, next name, next module) for every two
+    consecutive children of every ``nn.Sequential`` in ``model`` (listed before any change)."""
+    for name, module in list(model.named_modules()):
+        if isinstance(module, nn.Sequential):
+            children = list(module.named_children())
+            for (a_name, a), (b_name, b) in zip(children, children[1:]):
+                yield name, module, a_name, a, b_name, b
 
 
 class _SparseConv(SparseLayer):
