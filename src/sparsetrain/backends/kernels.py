@@ -22,8 +22,8 @@ import numba
 import numpy as np
 import torch
 from numba import prange
-from numba.core import types
-from numba.extending import intrinsic
+
+from sparsetrain.sparse.select import popcount
 
 if "NUMBA_THREADING_LAYER" not in os.environ and "NUMBA_THREADING_LAYER_PRIORITY" not in os.environ:
     # OpenMP starts a parallel kernel in ~2 us, the workqueue in ~170 us (measured on 2 cores),
@@ -347,85 +347,112 @@ def mask_rows(ptr, col, out):
             row[col[k]] = True
 
 
-@intrinsic
-def _popcount(typingctx, x):
-    """Number of set bits of a uint64 (LLVM ctpop)."""
-    def codegen(context, builder, signature, args):
-        return builder.ctpop(args[0])
-    return types.uint64(types.uint64), codegen
+@numba.njit(**_OPTS)
+def _merge_plan(ptr, keep, grown, rows, cols):
+    """(new_ptr, gstart) of `merge_csr`: each new row holds its kept weights and its grown
+    ones; ``grown[gstart[r]:gstart[r + 1]]`` are row r's."""
+    ng = grown.shape[0]
+    new_ptr = np.empty(rows + 1, np.int32)
+    gstart = np.empty(rows + 1, np.int64)
+    new_ptr[0] = 0
+    g = 0
+    for r in range(rows):
+        gstart[r] = g
+        end = np.int64(r + 1) * cols
+        while g < ng and grown[g] < end:
+            g += 1
+        kept = 0
+        for s in range(ptr[r], ptr[r + 1]):
+            kept += keep[s]
+        new_ptr[r + 1] = new_ptr[r] + kept + (g - gstart[r])
+    gstart[rows] = g
+    return new_ptr, gstart
 
 
 @numba.njit(**_OPTS)
-def merge_csr(ptr, col, keep, grown, rows, cols):
-    """New (indptr, indices) after a topology update and, per new entry, the slot (int32) of
-    the same weight in the old CSR (``ptr``, ``col``), or -1 for a grown one. ``keep`` (bool
-    per old slot) says which old weights stay, ``grown`` are the ascending flat row-major
-    positions of the new ones (none of them kept). Each row is placed by ranks, not by a
-    serial merge: a kept weight's new slot is its rank among the kept ones plus the number of
-    grown columns below it (popcounts of a row bitmap), and vice versa; one pass over each
-    list, O(nnz + grown + rows·cols/64)."""
-    ng = grown.shape[0]
-    size = keep.shape[0] + ng
-    new_ptr = np.empty(rows + 1, np.int32)
-    new_col = np.empty(size + 1, np.int32)  # the last written slot takes the dropped weights
-    source = np.empty(size + 1, np.int32)
+def _merge_rows(ptr, col, keep, grown, gstart, new_ptr, new_col, source, cols, r0, r1, sink):
+    """Rows ``r0:r1`` of `merge_csr`. Each row is placed by ranks, not by a serial merge: a kept
+    weight's new slot is its rank among the kept ones plus the number of grown columns below
+    it (popcounts of a row bitmap), and vice versa. A dropped weight is written to slot
+    ``sink`` (a slot of this range's own, past the end), which keeps the loop branch-free."""
     nw = (cols + 63) // 64
     gw, kw = np.zeros(nw, np.uint64), np.zeros(nw, np.uint64)
     gpre, kpre = np.zeros(nw, np.int64), np.zeros(nw, np.int64)
     one = np.uint64(1)
-    g0 = 0
-    q0 = np.int64(0)
-    new_ptr[0] = 0
-    for r in range(rows):
+    for r in range(r0, r1):
         base = np.int64(r) * cols
+        q0 = np.int64(new_ptr[r])
         gw[:] = 0
         kw[:] = 0
-        g1 = g0
-        while g1 < ng and grown[g1] < base + cols:  # the row's grown columns as a bitmap
-            c = grown[g1] - base
+        for g in range(gstart[r], gstart[r + 1]):  # the row's grown columns as a bitmap
+            c = grown[g] - base
             gw[c >> 6] |= one << np.uint64(c & 63)
-            g1 += 1
         a = np.int64(0)
         for w in range(nw):
             gpre[w] = a
-            a += np.int64(_popcount(gw[w]))
-        # kept: new slot = row start + rank among the kept + grown columns below
-        at = q0
+            a += np.int64(popcount(gw[w]))
+        at = q0  # kept: new slot = row start + rank among the kept + grown columns below
         for s in range(ptr[r], ptr[r + 1]):
             c = np.int64(col[s])
             w = c >> 6
             bit = np.uint64(c & 63)
             k = keep[s]
-            slot = at + gpre[w] + np.int64(_popcount(gw[w] & ((one << bit) - one)))
-            slot = slot if k else size
+            slot = at + gpre[w] + np.int64(popcount(gw[w] & ((one << bit) - one)))
+            slot = slot if k else sink
             new_col[slot] = c
             source[slot] = s
             kw[w] |= np.uint64(k) << bit
             at += k
-        n_kept = at - q0
         b = np.int64(0)
         for w in range(nw):
             kpre[w] = b
-            b += np.int64(_popcount(kw[w]))
-        # grown: new slot = row start + rank among the grown + kept columns below
-        at = q0
-        for g in range(g0, g1):
+            b += np.int64(popcount(kw[w]))
+        at = q0  # grown: new slot = row start + rank among the grown + kept columns below
+        for g in range(gstart[r], gstart[r + 1]):
             c = grown[g] - base
             w = c >> 6
-            slot = at + kpre[w] + np.int64(_popcount(kw[w] & ((one << np.uint64(c & 63)) - one)))
+            slot = at + kpre[w] + np.int64(popcount(kw[w] & ((one << np.uint64(c & 63)) - one)))
             new_col[slot] = c
             source[slot] = -1
             at += 1
-        q0 += n_kept + (g1 - g0)
-        new_ptr[r + 1] = q0
-        g0 = g1
-    return new_ptr, new_col[:q0], source[:q0]
+
+
+_SINK_GAP = 16
+"""Slots between two chunks' sinks (a cache line of int32), so threads never share one."""
 
 
 @numba.njit(**_OPTS)
-def remap_branchless(old, source, out):
-    """out[i] = old[source[i]], or 0 where source[i] < 0 (a grown weight), without branches."""
-    for i in range(source.shape[0]):
+def merge_csr_serial(ptr, col, keep, grown, rows, cols):
+    """New (indptr, indices) after a topology update and, per new entry, the slot (int32) of
+    the same weight in the old CSR (``ptr``, ``col``), or -1 for a grown one. ``keep`` (bool
+    per old slot) says which old weights stay, ``grown`` are the ascending flat row-major
+    positions of the new ones (none of them kept). O(nnz + grown + rows·cols/64)."""
+    new_ptr, gstart = _merge_plan(ptr, keep, grown, rows, cols)
+    nnz = new_ptr[rows]
+    new_col = np.empty(nnz + 1, np.int32)
+    source = np.empty(nnz + 1, np.int32)
+    _merge_rows(ptr, col, keep, grown, gstart, new_ptr, new_col, source, cols, 0, rows, nnz)
+    return new_ptr, new_col[:nnz], source[:nnz]
+
+
+@numba.njit(parallel=True, **_PARALLEL_OPTS)
+def merge_csr_parallel(ptr, col, keep, grown, rows, cols):
+    """`merge_csr_serial` with the rows split over threads (each with its own sink slot)."""
+    new_ptr, gstart = _merge_plan(ptr, keep, grown, rows, cols)
+    nnz = new_ptr[rows]
+    chunks = numba.get_num_threads() * 4
+    new_col = np.empty(nnz + chunks * _SINK_GAP, np.int32)
+    source = np.empty(nnz + chunks * _SINK_GAP, np.int32)
+    step = (rows + chunks - 1) // chunks
+    for c in prange(chunks):
+        _merge_rows(ptr, col, keep, grown, gstart, new_ptr, new_col, source, cols,
+                    min(c * step, rows), min((c + 1) * step, rows), nnz + c * _SINK_GAP)
+    return new_ptr, new_col[:nnz], source[:nnz]
+
+
+@numba.njit(**_OPTS)
+def _remap_range(old, source, out, i0, i1):
+    for i in range(i0, i1):
         s = source[i]
         ok = s >= 0
         v = old[s if ok else 0]
@@ -433,11 +460,38 @@ def remap_branchless(old, source, out):
 
 
 @numba.njit(**_OPTS)
-def flat_positions(ptr, col, cols):
-    """Row-major flat position of every entry of the CSR (``ptr``, ``col``), ascending."""
-    out = np.empty(ptr[ptr.shape[0] - 1], np.int64)
-    for r in range(ptr.shape[0] - 1):
+def remap_serial(old, source, out):
+    """out[i] = old[source[i]], or 0 where source[i] < 0 (a grown weight), without branches."""
+    _remap_range(old, source, out, 0, source.shape[0])
+
+
+@numba.njit(parallel=True, **_PARALLEL_OPTS)
+def remap_parallel(old, source, out):
+    n = source.shape[0]
+    chunks = numba.get_num_threads() * 4
+    step = (n + chunks - 1) // chunks
+    for c in prange(chunks):
+        _remap_range(old, source, out, min(c * step, n), min((c + 1) * step, n))
+
+
+@numba.njit(**_OPTS)
+def _flat_rows(ptr, col, cols, out, r0, r1):
+    for r in range(r0, r1):
         base = np.int64(r) * cols
         for k in range(ptr[r], ptr[r + 1]):
             out[k] = base + col[k]
-    return out
+
+
+@numba.njit(**_OPTS)
+def flat_positions_serial(ptr, col, cols, out):
+    """out = the row-major flat position of every entry of the CSR (``ptr``, ``col``), ascending."""
+    _flat_rows(ptr, col, cols, out, 0, ptr.shape[0] - 1)
+
+
+@numba.njit(parallel=True, **_PARALLEL_OPTS)
+def flat_positions_parallel(ptr, col, cols, out):
+    rows = ptr.shape[0] - 1
+    chunks = numba.get_num_threads() * 4
+    step = (rows + chunks - 1) // chunks
+    for c in prange(chunks):
+        _flat_rows(ptr, col, cols, out, min(c * step, rows), min((c + 1) * step, rows))

@@ -140,7 +140,8 @@ class SparseLayer:
         start at 0 with zero state."""
         device = self.values.device
         if _rebuilds_on_cpu(device):
-            indptr, indices, slots = K.merge_csr(
+            merge = K.pick((self.nnz + grown.numel()) * K.COPY_WEIGHT, K.merge_csr_serial, K.merge_csr_parallel)
+            indptr, indices, slots = merge(
                 self.indptr.numpy(), self.indices.numpy(), keep.to(torch.bool).contiguous().numpy(),
                 grown.to(torch.int64).contiguous().numpy(), self.rows, self.cols)
             self._install_values(_slot_remap(slots), optimizer)
@@ -247,7 +248,7 @@ def _slot_remap(slots):  # noqa: ANN001, ANN202
             out[index >= 0] = t[index[index >= 0]]
             return out
         out = t.new_empty(len(slots))
-        K.remap_branchless(t.detach().numpy(), slots, out.numpy())
+        K.pick(len(slots) * K.COPY_WEIGHT, K.remap_serial, K.remap_parallel)(t.detach().numpy(), slots, out.numpy())
         return out
     return remap
 
@@ -578,7 +579,10 @@ class SparseBackendWeight(SparseWeight):
     def active_index(self) -> torch.Tensor:
         module = self.module
         if module.indptr.device.type == "cpu":
-            return torch.from_numpy(K.flat_positions(module.indptr.numpy(), module.indices.numpy(), module.cols))
+            out = torch.empty(module.nnz, dtype=torch.int64)
+            K.pick(module.nnz * K.COPY_WEIGHT, K.flat_positions_serial, K.flat_positions_parallel)(
+                module.indptr.numpy(), module.indices.numpy(), module.cols, out.numpy())
+            return out
         return module.flat_index()
 
     def active_values(self) -> torch.Tensor:

@@ -33,9 +33,38 @@ def test_rebuild_csr_finds_the_old_slot_of_each_kept_weight():
     assert new_ptr.tolist() == [0, 3, 5]
     assert new_col.tolist() == [0, 1, 3, 2, 3]
     assert source.tolist() == [-1, 0, 1, 3, 4]
-    out = np.empty(5, np.float32)
-    K.remap_branchless(np.array([10, 11, 12, 13, 14], np.float32), source, out)
-    assert out.tolist() == [0, 10, 11, 13, 14]
+    for remap in (K.remap_serial, K.remap_parallel):
+        out = np.full(5, np.nan, np.float32)
+        remap(np.array([10, 11, 12, 13, 14], np.float32), source, out)
+        assert out.tolist() == [0, 10, 11, 13, 14]
+
+
+def test_merge_csr_kernels_equal_a_rebuild_from_the_dense_mask():
+    """Serial and parallel merges against an independent construction: the new mask is the
+    kept positions plus the grown ones, its CSR comes from np.nonzero, and a kept weight's
+    source is its old slot found by a dict lookup."""
+    rows, cols = 37, 130  # more rows than chunks of the parallel kernel; rows of 3 bitmap words
+    ptr, col, _, mask = _random_csr(rows, cols, 0.3, 5)
+    rng = np.random.default_rng(6)
+    keep = rng.random(len(col)) < 0.6
+    old_flat = np.nonzero(mask.reshape(-1))[0]
+    free = np.setdiff1d(np.arange(rows * cols), old_flat[keep])
+    grown = np.sort(rng.choice(free, 150, replace=False)).astype(np.int64)
+    new_flat = np.sort(np.concatenate([old_flat[keep], grown]))
+    slot_of = {int(p): s for s, p in enumerate(old_flat) if keep[s]}
+    for merge in (K.merge_csr_serial, K.merge_csr_parallel):
+        new_ptr, new_col, source = merge(ptr, col, keep, grown, rows, cols)
+        assert new_ptr.tolist() == np.concatenate([[0], np.cumsum(np.bincount(new_flat // cols, minlength=rows))]).tolist()
+        assert new_col.tolist() == (new_flat % cols).tolist()
+        assert source.tolist() == [slot_of.get(int(p), -1) for p in new_flat]
+
+
+def test_flat_positions_kernels_equal_the_nonzero_positions():
+    ptr, col, _, mask = _random_csr(21, 50, 0.2, 7)
+    for kernel in (K.flat_positions_serial, K.flat_positions_parallel):
+        out = np.full(len(col), -5, np.int64)
+        kernel(ptr, col, 50, out)
+        assert out.tolist() == np.nonzero(mask.reshape(-1))[0].tolist()
 
 
 def _random_csr(rows, cols, density, seed):

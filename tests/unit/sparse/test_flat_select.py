@@ -64,7 +64,7 @@ def _z(count, trials, p):
 def test_sample_excluding_is_uniform_over_the_candidates(k, path, monkeypatch):
     def unused(*args):
         raise AssertionError("the other sampling path ran")
-    monkeypatch.setattr(select, "_complement" if path == "rejection" else "_accept", unused)
+    monkeypatch.setattr(select, "_complement" if path == "rejection" else "_draw_distinct", unused)
     n, trials = 64, 4000
     excluded = np.arange(0, n, 4, dtype=np.int64)  # 16 excluded, 48 candidates
     candidates = np.setdiff1d(np.arange(n), excluded)
@@ -93,6 +93,51 @@ def test_sample_excluding_draws_every_subset_equally_often():
     expected = trials / 15
     chi2 = sum((c - expected) ** 2 / expected for c in counts.values())
     assert chi2 < 36.12
+
+
+def _xoshiro_reference(seed, count):
+    """xoshiro256** seeded by splitmix64, written from the published algorithm with Python ints."""
+    m = (1 << 64) - 1
+    rotl = lambda x, k: ((x << k) | (x >> (64 - k))) & m  # noqa: E731
+    s, x = [], seed
+    for _ in range(4):
+        x = (x + 0x9E3779B97F4A7C15) & m
+        z = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & m
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & m
+        s.append(z ^ (z >> 31))
+    out = []
+    for _ in range(count):
+        out.append(rotl((s[1] * 5) & m, 7) * 9 & m)
+        t = (s[1] << 17) & m
+        s[2] ^= s[0]
+        s[3] ^= s[1]
+        s[1] ^= s[2]
+        s[0] ^= s[3]
+        s[2] ^= t
+        s[3] = rotl(s[3], 45)
+    return out
+
+
+def test_the_sampler_generator_is_xoshiro256starstar():
+    # splitmix64(0) starts with 0xE220A8397B1DCDAF (Vigna's reference output)
+    assert select._xoshiro_state(0)[0] == 0xE220A8397B1DCDAF
+    state = select._xoshiro_state(12345)
+    assert [int(select._xoshiro_next(state)) for _ in range(5)] == _xoshiro_reference(12345, 5)
+
+
+def test_draws_are_the_generator_outputs_below_n_that_are_not_taken():
+    n = 1000  # masked to 1023; outputs >= 1000 and repeats are rejected
+    taken = np.zeros(16, np.uint64)
+    taken[0] = np.uint64(0b1010)  # positions 1 and 3 excluded
+    expected, seen = [], {1, 3}
+    for v in _xoshiro_reference(7, 200):
+        d = v & 1023
+        if d < n and d not in seen:
+            seen.add(d)
+            expected.append(d)
+    before = taken.copy()
+    select._draw_distinct(n, 20, 7, taken)
+    assert select._new_bits(taken, before, 20).tolist() == sorted(expected[:20])
 
 
 def test_sample_excluding_takes_all_candidates_and_refuses_more():
