@@ -451,27 +451,31 @@ def merge_csr_parallel(ptr, col, keep, grown, rows, cols):
 
 
 @numba.njit(**_OPTS)
-def _remap_range(old, source, out, i0, i1):
-    for i in range(i0, i1):
-        s = source[i]
-        ok = s >= 0
-        v = old[s if ok else 0]
-        out[i] = v if ok else 0
+def _remap_range(olds, source, outs, i0, i1):
+    for t in range(len(olds)):
+        old, out = olds[t], outs[t]
+        for i in range(i0, i1):
+            s = source[i]
+            ok = s >= 0
+            v = old[s if ok else 0]
+            out[i] = v if ok else 0
 
 
 @numba.njit(**_OPTS)
-def remap_serial(old, source, out):
-    """out[i] = old[source[i]], or 0 where source[i] < 0 (a grown weight), without branches."""
-    _remap_range(old, source, out, 0, source.shape[0])
+def remap_serial(olds, source, outs):
+    """outs[t][i] = olds[t][source[i]], or 0 where source[i] < 0 (a grown weight), without
+    branches, for every array t of the tuples ``olds``/``outs`` (the values, their gradient
+    and the optimizer state in one call; a thread moves all of them for its range)."""
+    _remap_range(olds, source, outs, 0, source.shape[0])
 
 
 @numba.njit(parallel=True, **_PARALLEL_OPTS)
-def remap_parallel(old, source, out):
+def remap_parallel(olds, source, outs):
     n = source.shape[0]
     chunks = numba.get_num_threads() * 4
     step = (n + chunks - 1) // chunks
     for c in prange(chunks):
-        _remap_range(old, source, out, min(c * step, n), min((c + 1) * step, n))
+        _remap_range(olds, source, outs, min(c * step, n), min((c + 1) * step, n))
 
 
 @numba.njit(**_OPTS)

@@ -160,18 +160,23 @@ class SparseLayer:
         """Pass ``values``, their gradient and every per-weight optimizer state tensor through
         ``remap`` (old slots -> new slots); a new Parameter when the count changes."""
         param = self.values
-        data = remap(param.data)
+        state = (optimizer.state.get(param) if optimizer is not None else None) or {}
+        keys = [key for key, value in state.items()
+                if isinstance(value, torch.Tensor) and value.shape == param.shape]
+        moved = remap([param.data] + [state[key] for key in keys]
+                      + ([] if param.grad is None else [param.grad]))
+        data, grad = moved[0], (moved[-1] if param.grad is not None else None)
+        moved_state = dict(zip(keys, moved[1:1 + len(keys)]))
         if data.numel() == param.numel():  # same count (SET, RigL): same Parameter object
-            state = optimizer.state.get(param) if optimizer is not None else None
-            for key, value in list((state or {}).items()):
-                if isinstance(value, torch.Tensor) and value.shape == param.shape:
-                    state[key] = remap(value)
-            param.grad = None if param.grad is None else remap(param.grad)
+            state.update(moved_state)
+            param.grad = grad
             param.data = data
         else:  # a new count (MEST): a new Parameter, since autograd caches the old shape
             new = nn.Parameter(data, requires_grad=param.requires_grad)
-            new.grad = None if param.grad is None else remap(param.grad)
-            _swap_parameter(optimizer, param, new, remap)
+            new.grad = grad
+            _swap_parameter(optimizer, param, new, lambda t: t)
+            if moved_state:
+                optimizer.state[new].update(moved_state)
             self.values = new
 
     def _install_structure(self, indptr: torch.Tensor | None = None, indices: torch.Tensor | None = None,
@@ -239,26 +244,31 @@ def _rebuilds_on_cpu(device: torch.device) -> bool:
 
 
 def _slot_remap(slots):  # noqa: ANN001, ANN202
-    """remap(t): entry i of the result is ``t[slots[i]]``, or 0 where ``slots[i] < 0`` (a grown
-    weight); ``slots`` is a numpy array from a CSR rebuild."""
-    def remap(t: torch.Tensor) -> torch.Tensor:
-        if not uses_numba(t):
-            index = torch.from_numpy(slots).long()
-            out = t.new_zeros(index.numel())
-            out[index >= 0] = t[index[index >= 0]]
-            return out
-        out = t.new_empty(len(slots))
-        K.pick(len(slots) * K.COPY_WEIGHT, K.remap_serial, K.remap_parallel)(t.detach().numpy(), slots, out.numpy())
-        return out
+    """remap(tensors): for each tensor t, the tensor whose entry i is ``t[slots[i]]``, or 0
+    where ``slots[i] < 0`` (a grown weight); ``slots`` is a numpy array from a CSR rebuild.
+    Tensors of one numba dtype move in one kernel pass."""
+    def remap(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+        if all(uses_numba(t) and t.dtype == tensors[0].dtype for t in tensors):
+            outs = [t.new_empty(len(slots)) for t in tensors]
+            K.pick(len(slots) * len(tensors) * K.COPY_WEIGHT, K.remap_serial, K.remap_parallel)(
+                tuple(t.detach().numpy() for t in tensors), slots, tuple(o.numpy() for o in outs))
+            return outs
+        index = torch.from_numpy(slots).long()
+        return [_index_remap(index[index >= 0], torch.nonzero(index >= 0).reshape(-1), len(slots))([t])[0]
+                for t in tensors]
     return remap
 
 
 def _index_remap(source: torch.Tensor, target: torch.Tensor, n: int):  # noqa: ANN202
-    """remap(t): a length-``n`` tensor of zeros with ``t[source]`` written at ``target``."""
-    def remap(t: torch.Tensor) -> torch.Tensor:
-        out = t.new_zeros(n)
-        out[target] = t[source]
-        return out
+    """remap(tensors): for each tensor t, a length-``n`` tensor of zeros with ``t[source]``
+    written at ``target``."""
+    def remap(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+        outs = []
+        for t in tensors:
+            out = t.new_zeros(n)
+            out[target] = t[source.to(t.device)]
+            outs.append(out)
+        return outs
     return remap
 
 

@@ -60,19 +60,19 @@ def _select(bits, allowed, use_allowed, k, out):
     nothing when ``k`` exceeds the allowed count."""
     n = bits.shape[0]
     keys = np.empty(n, np.uint32)  # 0 = not allowed (no finite or infinite score maps to 0)
-    hist = np.zeros(65536, np.int64)
-    available = 0
-    for i in range(n):
-        if use_allowed and not allowed[i]:
-            keys[i] = 0
-            continue
+    nan = False
+    for i in range(n):  # branch-free (vectorised): the keys, NaN noted
         u = bits[i]
-        if (u & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000):
-            return -1
-        key = _key(u)
-        keys[i] = key
-        hist[key >> np.uint32(16)] += 1
-        available += 1
+        ok = not use_allowed or allowed[i]
+        nan |= ok and (u & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000)
+        keys[i] = _key(u) if ok else np.uint32(0)
+    if nan:
+        return -1
+    hist = np.zeros(65536, np.int64)
+    for i in range(n):  # then the histogram of their high halves
+        hist[keys[i] >> np.uint32(16)] += 1
+    available = n - hist[0]
+    hist[0] = 0
     if k > available or k < 1:
         return available
     high, need = _kth_bucket(hist, k)

@@ -35,8 +35,11 @@ def test_rebuild_csr_finds_the_old_slot_of_each_kept_weight():
     assert source.tolist() == [-1, 0, 1, 3, 4]
     for remap in (K.remap_serial, K.remap_parallel):
         out = np.full(5, np.nan, np.float32)
-        remap(np.array([10, 11, 12, 13, 14], np.float32), source, out)
+        momentum = np.full(5, np.nan, np.float32)
+        remap((np.array([10, 11, 12, 13, 14], np.float32), np.array([1, 2, 3, 4, 5], np.float32)),
+              source, (out, momentum))
         assert out.tolist() == [0, 10, 11, 13, 14]
+        assert momentum.tolist() == [0, 1, 2, 4, 5]
 
 
 def test_merge_csr_kernels_equal_a_rebuild_from_the_dense_mask():
