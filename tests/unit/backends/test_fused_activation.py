@@ -94,3 +94,75 @@ def test_unfuse_and_to_masked_put_the_relus_back():
 def test_fusing_needs_the_sparse_backend():
     with pytest.raises(UserError, match="fuse_activations"):
         st.create("static", _mlp(), None, density=0.5, fuse_activations=True)
+
+
+# --- fused chains: a run of sparse Linear layers as one autograd op ---------------------------
+def _sparse_mlp(dtype=torch.float64):
+    model = _mlp().to(dtype)
+    st.backends.to_sparse(model, None, ["0", "2", "4"])
+    for i, density in zip((0, 2, 4), (0.5, 0.4, 0.6)):  # a different active set per layer
+        model[i].load_state_dict(SparseLinear(model[i].in_features, model[i].out_features, model[i].weight,
+                                              torch.rand(model[i].weight_shape) < density, model[i].bias).state_dict())
+    return model
+
+
+@pytest.mark.parametrize("break_even", [1.0, 0.01])  # one SparseChain op / layer by layer
+def test_a_fused_chain_computes_the_layer_by_layer_function_and_gradients(path, monkeypatch, break_even):
+    torch.manual_seed(5)
+    reference = _sparse_mlp()
+    model = copy.deepcopy(reference)
+    fuse_activations(model)
+    assert model[0].chain == (model[0], model[2], model[4]) and model[2].chained and model[4].chained
+    for layer in (model[0], model[2], model[4]):
+        layer.break_even = break_even
+    calls = []
+    monkeypatch.setattr(sparse_ops.SparseChain, "apply", lambda *a, f=sparse_ops.SparseChain.apply: calls.append(1) or f(*a))
+    x = torch.randn(6, 12, dtype=torch.float64, requires_grad=True)
+    torch.testing.assert_close(model(x), reference(x), rtol=0, atol=1e-12)
+    assert len(calls) == (1 if break_even == 1.0 else 0)
+    assert torch.autograd.gradcheck(model, (x,))
+    for net in (model, reference):
+        (net(x) ** 2).sum().backward()
+    for a, b in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=1e-12)
+    with torch.no_grad():  # inference runs the chain without an autograd node
+        torch.testing.assert_close(model(x), reference(x), rtol=0, atol=1e-12)
+    x3 = torch.randn(2, 3, 12, dtype=torch.float64)  # leading dimensions
+    torch.testing.assert_close(model(x3), reference(x3), rtol=0, atol=1e-12)
+
+
+def test_chains_are_the_runs_of_sparse_linear_layers_and_unfuse_clears_them():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 6), nn.Dropout(0.0), nn.Linear(6, 6),
+                          nn.Linear(6, 2), nn.Tanh(), nn.Linear(2, 2))
+    st.backends.to_sparse(model, None, ["0", "2", "4", "5", "7"])
+    reference = copy.deepcopy(model)
+    fuse_activations(model)
+    assert model[0].chain == (model[0], model[2]) and model[4].chain == (model[4], model[5])
+    assert [m.chained for m in (model[0], model[2], model[4], model[5], model[7])] == [False, True, False, True, False]
+    assert model[7].chain is None  # alone after the Tanh: no chain
+    x = torch.randn(3, 4)
+    torch.testing.assert_close(model(x), reference(x))
+    unfuse_activations(model)
+    assert all(m.chain is None and not m.chained for m in model.modules() if isinstance(m, SparseLinear))
+    torch.testing.assert_close(model(x), reference(x))
+
+
+def test_rigl_on_a_fused_chain_grows_the_same_weights_as_unfused():
+    """RigL reads each layer's dense gradient, which the chain's backward must capture."""
+    x, y = torch.randn(32, 12), torch.randint(0, 3, (32,))
+    masks = {}
+    for fuse in (False, True):
+        model = _mlp()
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        method = st.create("rigl", model, opt, density=0.2, distribution="uniform", backend="sparse", seed=0,
+                           fuse_activations=fuse, total_steps=12, update_interval=3)
+        initial = [w.mask.clone() for w in method.weights]
+        for _ in range(12):
+            opt.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            method.step()
+        masks[fuse] = [w.mask.clone() for w in method.weights]
+        assert any(not torch.equal(a, b) for a, b in zip(initial, masks[fuse]))  # it did rewire
+    assert model[0].chain is not None
+    assert all(torch.equal(a, b) for a, b in zip(masks[True], masks[False]))
