@@ -349,7 +349,7 @@ def mask_rows(ptr, col, out):
 
 @numba.njit(**_OPTS)
 def _merge_plan(ptr, keep, grown, rows, cols):
-    """(new_ptr, gstart) of `merge_csr`: each new row holds its kept weights and its grown
+    """(new_ptr, gstart) of `merge_csr_serial`: each new row holds its kept weights and its grown
     ones; ``grown[gstart[r]:gstart[r + 1]]`` are row r's."""
     ng = grown.shape[0]
     new_ptr = np.empty(rows + 1, np.int32)
@@ -371,7 +371,7 @@ def _merge_plan(ptr, keep, grown, rows, cols):
 
 @numba.njit(**_OPTS)
 def _merge_rows(ptr, col, keep, grown, gstart, new_ptr, new_col, source, cols, r0, r1, sink):
-    """Rows ``r0:r1`` of `merge_csr`. Each row is placed by ranks, not by a serial merge: a kept
+    """Rows ``r0:r1`` of `merge_csr_serial`. Each row is placed by ranks, not by a serial merge: a kept
     weight's new slot is its rank among the kept ones plus the number of grown columns below
     it (popcounts of a row bitmap), and vice versa. A dropped weight is written to slot
     ``sink`` (a slot of this range's own, past the end), which keeps the loop branch-free."""

@@ -254,8 +254,7 @@ def _slot_remap(slots):  # noqa: ANN001, ANN202
                 tuple(t.detach().numpy() for t in tensors), slots, tuple(o.numpy() for o in outs))
             return outs
         index = torch.from_numpy(slots).long()
-        return [_index_remap(index[index >= 0], torch.nonzero(index >= 0).reshape(-1), len(slots))([t])[0]
-                for t in tensors]
+        return _index_remap(index[index >= 0], torch.nonzero(index >= 0).reshape(-1), len(slots))(tensors)
     return remap
 
 
@@ -266,7 +265,7 @@ def _index_remap(source: torch.Tensor, target: torch.Tensor, n: int):  # noqa: A
         outs = []
         for t in tensors:
             out = t.new_zeros(n)
-            out[target] = t[source.to(t.device)]
+            out[target] = t[source]
             outs.append(out)
         return outs
     return remap
