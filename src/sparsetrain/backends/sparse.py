@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sparsetrain.backends import kernels as K
-from sparsetrain.backends.sparse_ops import DenseFromCSR, NumpyViews, SparseChain, SparseMatmul, sparse_product, uses_numba
+from sparsetrain.backends.sparse_ops import DenseFromCSR, NumpyViews, SparseMatmul, sparse_product, uses_numba
 from sparsetrain.errors import UserError
 from sparsetrain.sparse.weights import BACKENDS, SparseWeight
 
@@ -279,53 +279,20 @@ class SparseLinear(SparseLayer, nn.Linear):
         nn.Module.__init__(self)
         self.in_features, self.out_features = in_features, out_features
         self._init_storage(weight, mask, bias)
-        self.chain: tuple[SparseLinear, ...] | None = None  # set on the first layer of a fused run
-        self.chained = False  # True on the later layers of a fused run: the first computes them
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.chained:  # the first layer of its fused run has computed this layer already
-            return x
-        if self.chain is not None:
-            return _batch_major(self._run_chain, x, self.in_features)
-        return self._forward_one(x)
-
-    def _forward_one(self, x: torch.Tensor) -> torch.Tensor:
         if self.dense:  # as nn.Linear, in whatever layout x comes
             out = F.linear(x, self.dense_weight(), self.bias)
             return F.relu(out) if self.activation == "relu" else out
-        return _batch_major(lambda x2: self.matmul(x2.t()).t(), x, self.in_features)
-
-    def _run_chain(self, x: torch.Tensor) -> torch.Tensor:
-        """The whole fused run on a 2-d batch-major ``x``: one `SparseChain` op when every layer
-        runs the numba kernels, else layer by layer."""
-        chain = self.chain
-        if not (uses_numba(x) and all(not layer.dense and layer.values.dtype == x.dtype for layer in chain)):
-            for layer in chain:
-                x = layer._forward_one(x)
-            return x
-        params = [p for layer in chain for p in (layer.values, layer.bias) if p is not None]
-        if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params)):
-            return SparseChain.apply(x.t(), chain, *params).t()
-        h = x.t()
-        for layer in chain:  # inference: no autograd node
-            h = sparse_product(layer, h, layer.values, layer.bias)
-        return h.t()
+        if x.dim() == 2:  # (batch, in) -> transposed view in, transposed view out: no copies
+            return self.matmul(x.t()).t()
+        lead = x.shape[:-1]
+        return self.matmul(x.reshape(-1, self.in_features).t()).t().reshape(*lead, self.out_features)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, " \
                f"nnz={self.nnz}, density={self.density:.4f}, bias={self.bias is not None}" \
-               + (f", activation={self.activation}" if self.activation else "") \
-               + (f", runs a fused chain of {len(self.chain)} layers" if self.chain else "") \
-               + (", computed by the first layer of its fused chain" if self.chained else "")
-
-
-def _batch_major(fn, x: torch.Tensor, features: int) -> torch.Tensor:  # noqa: ANN001
-    """``fn`` of a 2-d (batch, features) tensor applied to ``x`` of any leading shape."""
-    if x.dim() == 2:
-        return fn(x)
-    lead = x.shape[:-1]
-    out = fn(x.reshape(-1, features))
-    return out.reshape(*lead, out.shape[-1])
+               + (f", activation={self.activation}" if self.activation else "")
 
 
 class FusedActivation(nn.Module):
@@ -346,58 +313,24 @@ class FusedActivation(nn.Module):
 
 def fuse_activations(model: nn.Module) -> list[str]:
     """Fold every ``nn.ReLU`` that directly follows a `SparseLinear` in an ``nn.Sequential``
-    into that layer, and run each chain of such layers as one op.
-
-    - A folded ReLU is applied by the layer's kernel while the output row is still in cache,
-      and the backward takes the gradient through it; the ReLU module is replaced by a
-      `FusedActivation`, which passes its input through.
-    - Two or more `SparseLinear` in a row of a Sequential (with only folded activations
-      between them) become a chain: the first layer computes the whole chain as one
-      `SparseChain` autograd op, the feature-major activations passing from kernel to kernel,
-      and the later layers pass their input through. Each layer keeps its own parameters and
-      state dict entries; a chain with a layer above break-even runs layer by layer.
-
-    This saves torch operations and autograd nodes on every step (see docs/sparse_backend.md
-    for the measured gain). Forward hooks on a folded ReLU no longer fire, and those on a
-    chained layer see its input passed through. Returns the names of the layers that took an
-    activation. `to_masked` and `unfuse_activations` undo it all."""
+    into that layer: its kernel applies the ReLU while the output row is still in cache and
+    takes the gradient back through it, which saves two torch operations and an autograd node
+    per layer and step (8-10% of a training step of the 3072-1024-512-10 MLP at 99-99.9%
+    sparsity, `benchmarks/sparse_mlp.py`). The ReLU module is replaced by a `FusedActivation`
+    (so forward hooks on it no longer fire); state dicts do not change. Returns the names of
+    the layers that took an activation. `to_masked` and `unfuse_activations` undo it."""
     fused = []
     for name, sequential, layer_name, layer, act_name, act in _adjacent_in_sequentials(model):
         if isinstance(layer, SparseLinear) and layer.activation is None and type(act) is nn.ReLU:
             layer.activation = "relu"
             setattr(sequential, act_name, FusedActivation(act))
             fused.append(f"{name}.{layer_name}" if name else layer_name)
-    for sequential in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
-        for run in _sparse_linear_runs(sequential):
-            run[0].chain = tuple(run)
-            for layer in run[1:]:
-                layer.chained = True
     return fused
 
 
-def _sparse_linear_runs(sequential: nn.Sequential) -> list[list[SparseLinear]]:
-    """The runs of two or more `SparseLinear` children of ``sequential`` with nothing but
-    `FusedActivation` children between them, each layer feeding the next."""
-    runs: list[list[SparseLinear]] = []
-    run: list[SparseLinear] = []
-    for child in sequential.children():
-        if isinstance(child, FusedActivation) and run:
-            continue
-        if isinstance(child, SparseLinear) and run and run[-1].out_features == child.in_features:
-            run.append(child)
-            continue
-        runs.append(run)
-        run = [child] if isinstance(child, SparseLinear) else []
-    runs.append(run)
-    return [r for r in runs if len(r) >= 2]
-
-
 def unfuse_activations(model: nn.Module) -> None:
-    """Undo `fuse_activations`: each `FusedActivation` becomes an ``nn.ReLU`` again, its
-    sparse layer computes without activation, and every layer of a fused chain by itself."""
-    for module in model.modules():
-        if isinstance(module, SparseLinear):
-            module.chain, module.chained = None, False
+    """Undo `fuse_activations`: each `FusedActivation` becomes an ``nn.ReLU`` again and its
+    sparse layer computes without activation."""
     for _, sequential, _, layer, act_name, act in _adjacent_in_sequentials(model):
         if isinstance(act, FusedActivation) and isinstance(layer, SparseLinear):
             layer.activation = None

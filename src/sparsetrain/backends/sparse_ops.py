@@ -100,80 +100,34 @@ class SparseMatmul(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, gyt: torch.Tensor):
         xt, values, out = ctx.saved_tensors
-        need_x, need_w, need_b, _ = ctx.needs_input_grad
-        gx, gw, gb = layer_backward(ctx.layer, xt, values, ctx.bias, out, gyt, need_x, need_w, need_b)
+        gyt = feature_major(gyt)
+        if out is not None:  # through the fused ReLU
+            gyt = _relu_grad(gyt, out)
+        layer, bias, (need_x, need_w, need_b, _) = ctx.layer, ctx.bias, ctx.needs_input_grad
+        if layer.capture:
+            layer.captured = (xt, gyt)
+        need_b = need_b and bias is not None
+        rows, cols, nb = gyt.shape[0], xt.shape[0], xt.shape[1]
+        gx = gw = gb = None
+        if uses_numba(xt) and gyt.dtype == xt.dtype:
+            ptr, col, val, _ = layer.numpy_views(values, bias)
+            empty, empty_2d = K.EMPTY[val.dtype], K.EMPTY_2D[val.dtype]
+            gw = torch.empty_like(values) if need_w else None
+            gx = torch.empty((cols, nb), dtype=xt.dtype) if need_x else None
+            gb = torch.empty(rows, dtype=gyt.dtype) if need_b else None
+            K.pick(val.shape[0] * nb, K.backward_serial, K.backward_parallel)(
+                ptr, col, val, gyt.numpy(), xt.numpy(), empty if gw is None else gw.numpy(),
+                empty_2d if gx is None else gx.numpy(), empty if gb is None else gb.numpy())
+        else:
+            if need_w:
+                pattern = torch.sparse_csr_tensor(layer.indptr, layer.indices, torch.zeros_like(values), (rows, cols))
+                gw = torch.sparse.sampled_addmm(pattern, gyt, xt.t()).values()
+            if need_x:
+                w = torch.sparse_csr_tensor(layer.indptr, layer.indices, values.detach(), (rows, cols))
+                gx = w.t() @ gyt
+            if need_b:
+                gb = gyt.sum(1)
         return gx, gw, gb, None
-
-
-def layer_backward(layer: Any, xt: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | None,
-                   out: torch.Tensor | None, gyt: torch.Tensor, need_x: bool, need_w: bool,
-                   need_b: bool) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-    """(input, weight, bias) gradients of ``yt = act(W @ xt + bias)`` given the output gradient
-    ``gyt``; ``out`` is the saved output when the layer has a fused ReLU (else None). A gradient
-    nobody needs is None and not computed."""
-    gyt = feature_major(gyt)
-    if out is not None:  # through the fused ReLU
-        gyt = _relu_grad(gyt, out)
-    if layer.capture:
-        layer.captured = (xt, gyt)
-    need_b = need_b and bias is not None
-    rows, cols, nb = gyt.shape[0], xt.shape[0], xt.shape[1]
-    gx = gw = gb = None
-    if uses_numba(xt) and gyt.dtype == xt.dtype:
-        ptr, col, val, _ = layer.numpy_views(values, bias)
-        empty, empty_2d = K.EMPTY[val.dtype], K.EMPTY_2D[val.dtype]
-        gw = torch.empty_like(values) if need_w else None
-        gx = torch.empty((cols, nb), dtype=xt.dtype) if need_x else None
-        gb = torch.empty(rows, dtype=gyt.dtype) if need_b else None
-        K.pick(val.shape[0] * nb, K.backward_serial, K.backward_parallel)(
-            ptr, col, val, gyt.numpy(), xt.numpy(), empty if gw is None else gw.numpy(),
-            empty_2d if gx is None else gx.numpy(), empty if gb is None else gb.numpy())
-        return gx, gw, gb
-    if need_w:
-        pattern = torch.sparse_csr_tensor(layer.indptr, layer.indices, torch.zeros_like(values), (rows, cols))
-        gw = torch.sparse.sampled_addmm(pattern, gyt, xt.t()).values()
-    if need_x:
-        w = torch.sparse_csr_tensor(layer.indptr, layer.indices, values.detach(), (rows, cols))
-        gx = w.t() @ gyt
-    if need_b:
-        gb = gyt.sum(1)
-    return gx, gw, gb
-
-
-class SparseChain(torch.autograd.Function):
-    """A run of sparse layers ``layers`` (each with its fused activation, if any) as one
-    autograd op, ``yt = f(xt)`` on feature-major activations as `SparseMatmul`: they pass from
-    kernel to kernel, and one autograd node stands for the whole run instead of one per layer
-    and activation. ``params`` are the layers' values and biases (those that are not None), in
-    order, so that autograd hands them their gradients."""
-
-    @staticmethod
-    def forward(ctx: Any, xt: torch.Tensor, layers: tuple, *params: torch.Tensor) -> torch.Tensor:
-        h = feature_major(xt)
-        saved = [h]
-        for layer in layers:
-            h = sparse_product(layer, h, layer.values, layer.bias)
-            saved.append(h)
-        ctx.save_for_backward(*saved)
-        ctx.layers = layers
-        return h
-
-    @staticmethod
-    def backward(ctx: Any, gyt: torch.Tensor):
-        layers, saved = ctx.layers, ctx.saved_tensors
-        need_x, needs = ctx.needs_input_grad[0], iter(ctx.needs_input_grad[2:])
-        wanted = [(next(needs), next(needs) if layer.bias is not None else False) for layer in layers]
-        grads: list[torch.Tensor | None] = []
-        g = gyt
-        for i in range(len(layers) - 1, -1, -1):
-            layer = layers[i]
-            need_w, need_b = wanted[i]
-            gx, gw, gb = layer_backward(layer, saved[i], layer.values, layer.bias,
-                                        saved[i + 1] if layer.activation else None, g,
-                                        i > 0 or need_x, need_w, need_b)
-            grads[:0] = [gw] + ([gb] if layer.bias is not None else [])
-            g = gx
-        return (g, None, *grads)
 
 
 class DenseFromCSR(torch.autograd.Function):
