@@ -1,6 +1,5 @@
 """The autograd ops of the sparse backend: ``yt = W @ xt + bias`` with W in CSR
-(`SparseMatmul`), a run of such layers in one op (`SparseChain`, for fused activations), and
-the dense weight of the fallback (`DenseFromCSR`).
+(`SparseMatmul`) and the dense weight of the fallback (`DenseFromCSR`).
 
 ``xt`` is feature-major, ``(in_features, batch)``; so is the result ``(out_features,
 batch)``. On CPU the forward, input gradient and weight gradient (at active positions
