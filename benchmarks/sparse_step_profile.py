@@ -5,6 +5,8 @@ Times each module's forward, the loss, the backward and the optimizer step of th
 
 - ``cold``: right after a masked-PyTorch step and forward, as in the interleaved
   benchmark (caches and thread pools hold the other variant's work),
+- ``busy``: right after 11 ms of a Python busy loop that touches almost no memory (how
+  much of ``cold`` is the core's state after any other work, not the masked step's data),
 - ``warm``: after a step of the same variant.
 
 It also times the whole step with the ReLU modules replaced by identities, which bounds
@@ -59,12 +61,14 @@ def profile(sparsity: float, rounds: int, variant: str = "sparsetrain") -> tuple
     for v in (var, masked, no_relu):
         for _ in range(3):
             v.train_step(x, y)
-    samples: dict[str, dict[str, list[float]]] = {"cold": defaultdict(list), "warm": defaultdict(list)}
+    samples: dict[str, dict[str, list[float]]] = {s: defaultdict(list) for s in STATES}
     steps: dict[str, list[float]] = defaultdict(list)
     for _ in range(rounds):
         masked.train_step(x, y)
         masked.infer(x)
-        for state in ("cold", "warm"):
+        for state in ("cold", "warm", "busy"):
+            if state == "busy":
+                _busy(0.011)
             for name, seconds in _phases(var, x, y).items():
                 samples[state][name].append(seconds)
         masked.train_step(x, y)
@@ -75,6 +79,15 @@ def profile(sparsity: float, rounds: int, variant: str = "sparsetrain") -> tuple
     phases = {state: {name: statistics.median(v) * 1e3 for name, v in by_name.items()}
               for state, by_name in samples.items()}
     return phases, {name: statistics.median(v) for name, v in steps.items()}
+
+
+STATES = ("cold", "busy", "warm")
+
+
+def _busy(seconds: float) -> None:
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,10 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     for sparsity in args.sparsities:
         phases, steps = profile(sparsity, args.rounds, args.variant)
         print(f"\n## sparsity {sparsity}: ms per phase (median of {args.rounds})\n")
-        print("| phase | cold | warm |\n|---|---|---|")
+        print("| phase | cold | after 11 ms busy loop | warm |\n|---|---|---|---|")
         for name in phases["cold"]:
-            print(f"| {name} | {phases['cold'][name]:.3f} | {phases['warm'][name]:.3f} |")
-        print(f"| total | {sum(phases['cold'].values()):.3f} | {sum(phases['warm'].values()):.3f} |")
+            print(f"| {name} | " + " | ".join(f"{phases[s][name]:.3f}" for s in STATES) + " |")
+        print("| total | " + " | ".join(f"{sum(phases[s].values()):.3f}" for s in STATES) + " |")
         print("\nms per step, 3 steps timed together after a masked step: "
               + ", ".join(f"{name} {ms:.3f}" for name, ms in steps.items()))
     return 0
