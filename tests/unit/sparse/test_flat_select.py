@@ -161,3 +161,15 @@ def test_retire_and_split_against_sets():
     values, keep = np.arange(10), np.array([1, 0, 0, 1, 1, 0, 1, 0, 0, 1], bool)
     kept, dropped = split(values, keep)
     assert kept.tolist() == [0, 3, 4, 6, 9] and dropped.tolist() == [1, 2, 5, 7, 8]
+
+
+def test_bitmap_positions_with_words_of_many_and_of_no_new_bits():
+    """The first four bits of a word are written without a branch, the rest by a loop."""
+    rng = np.random.default_rng(4)
+    after = rng.integers(0, 2**63, 40, dtype=np.int64).astype(np.uint64)  # ~32 bits per word
+    after[3] = np.uint64(0xFFFFFFFFFFFFFFFF)
+    after[5:9] = 0
+    before = after & rng.integers(0, 2**63, 40, dtype=np.int64).astype(np.uint64)
+    new = after & ~before
+    expected = [w * 64 + b for w in range(40) for b in range(64) if (int(new[w]) >> b) & 1]
+    assert select._new_bits(after, before, len(expected)).tolist() == expected
