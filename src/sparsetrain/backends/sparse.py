@@ -56,6 +56,7 @@ class SparseLayer:
         self.captured: Any = None
         self._views = NumpyViews()
         self._no_bias: torch.Tensor | None = None
+        self._inference_weight: tuple[tuple, torch.Tensor] | None = None  # see `dense_weight`
         self._set_structure(flat)
 
     # --- structure ------------------------------------------------------------------------
@@ -182,6 +183,7 @@ class SparseLayer:
     def _install_structure(self, indptr: torch.Tensor | None = None, indices: torch.Tensor | None = None,
                            new_flat: torch.Tensor | None = None) -> None:
         """The new CSR, given as (indptr, indices) or as the ascending flat positions."""
+        self._inference_weight = None
         if new_flat is None:
             self.indptr, self.indices = indptr, indices
             self._mask = None
@@ -200,8 +202,20 @@ class SparseLayer:
 
     def dense_weight(self) -> torch.Tensor:
         """The weight scattered into a dense (rows, cols) matrix, differentiable with respect to
-        ``values``: the dense fallback computes with it."""
-        return DenseFromCSR.apply(self.values, self)
+        ``values``: the dense fallback computes with it. Without autograd (inference) the
+        matrix is kept and reused until ``values`` or the structure change (a new tensor, or
+        an in-place write, which bumps its version), so evaluating a trained model scatters
+        once, not once per batch; a forward with autograd drops it again."""
+        values = self.values
+        if torch.is_grad_enabled() and values.requires_grad:
+            self._inference_weight = None
+            return DenseFromCSR.apply(values, self)
+        key = (values.data_ptr(), values._version, values.dtype, values.device,
+               self.indptr.data_ptr(), self.indices.data_ptr())
+        if self._inference_weight is None or self._inference_weight[0] != key:
+            self._inference_weight = None  # free the old matrix before making the new one
+            self._inference_weight = (key, DenseFromCSR.apply(values.detach(), self))
+        return self._inference_weight[1]
 
     def numpy_views(self, values: torch.Tensor, bias: torch.Tensor | None) -> tuple:
         """(indptr, indices, values, bias) as numpy arrays for the kernels (cached)."""
@@ -234,7 +248,7 @@ class SparseLayer:
             self.values.data = self.values.data.new_empty(values.shape)
         if indices is not None and indices.shape != self.indices.shape:
             self.indices = self.indices.new_empty(indices.shape)
-        self._mask = None
+        self._mask = self._inference_weight = None
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 

@@ -129,3 +129,25 @@ def test_inference_without_autograd_gives_the_same_output(path):
         out = layer(x)
     assert out.grad_fn is None
     torch.testing.assert_close(out, F.linear(x, w, layer.bias), rtol=0, atol=1e-12)
+
+
+def test_inference_above_break_even_reuses_the_dense_weight_until_it_changes(path):
+    layer, w = _linear(9, 6, 0.6)  # above break-even: the dense fallback
+    assert layer.dense
+    x = torch.randn(4, 9, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), F.linear(x, w, layer.bias))
+        first = layer.dense_weight()
+        assert layer.dense_weight() is first  # unchanged values: no new scatter
+        layer.values.mul_(2)  # an in-place write (the optimizer's) bumps the version
+        assert layer.dense_weight() is not first
+        torch.testing.assert_close(layer(x), F.linear(x, 2 * w, layer.bias))
+        keep = torch.ones(layer.nnz, dtype=torch.bool)
+        keep[0] = False  # a topology update: the first active weight leaves
+        free = torch.nonzero(~layer.weight_mask.reshape(-1)).reshape(-1)[:1]
+        layer.rewire_flat(keep, free)
+        expected = (2 * w).reshape(-1).clone()
+        expected[torch.nonzero(w.reshape(-1)).reshape(-1)[0]] = 0  # dropped; the grown one starts at 0
+        torch.testing.assert_close(layer(x), F.linear(x, expected.view_as(w), layer.bias))
+    layer(x).sum().backward()  # a forward with autograd drops the kept matrix
+    assert layer._inference_weight is None and layer.values.grad is not None
