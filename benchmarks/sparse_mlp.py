@@ -388,7 +388,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--update-sparsities", type=float, nargs="*", default=[0.9, 0.99],
                         help="sparsities of the SET/RigL update timing (none: skip it)")
     parser.add_argument("--update-repeats", type=int, default=9,
-                        help="fresh layers per update timing (median; the VM adds sporadic multi-ms stalls to parallel regions)")
+                        help="fresh layers per update timing (their median: parallel regions "
+                             "now and then stall for milliseconds on a shared VM)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     parser.add_argument("--out", default="docs/performance.md")
     args = parser.parse_args(argv)

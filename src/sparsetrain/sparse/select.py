@@ -337,9 +337,10 @@ def _complement(n, excluded):
 def sample_excluding(n: int, k: int, excluded: np.ndarray, gen) -> np.ndarray:
     """``k`` distinct positions drawn uniformly from [0, n) minus ``excluded`` (sorted int64),
     ascending. Draws flat positions from a xoshiro256** stream seeded by one draw of the torch
-    generator ``gen`` (the whole loop stays in numba) and rejects excluded ones and repeats (each accepted draw is uniform over the candidates still free, so the set is a
-    uniform k-subset), in O(k) expected time while candidates are plentiful; when rejection
-    would cost more than a pass over all positions, permutes the explicit candidate list."""
+    generator ``gen`` (the whole loop stays in numba) and rejects excluded ones and repeats
+    (each accepted draw is uniform over the candidates still free, so the set is a uniform
+    k-subset), in O(k) expected time while candidates are plentiful; when rejection would
+    cost more than a pass over all positions, permutes the explicit candidate list."""
     import math
 
     import torch

@@ -57,7 +57,8 @@ def test_merge_csr_kernels_equal_a_rebuild_from_the_dense_mask():
     slot_of = {int(p): s for s, p in enumerate(old_flat) if keep[s]}
     for merge in (K.merge_csr_serial, K.merge_csr_parallel):
         new_ptr, new_col, source = merge(ptr, col, keep, grown, rows, cols)
-        assert new_ptr.tolist() == np.concatenate([[0], np.cumsum(np.bincount(new_flat // cols, minlength=rows))]).tolist()
+        counts = np.bincount(new_flat // cols, minlength=rows)
+        assert new_ptr.tolist() == np.concatenate([[0], np.cumsum(counts)]).tolist()
         assert new_col.tolist() == (new_flat % cols).tolist()
         assert source.tolist() == [slot_of.get(int(p), -1) for p in new_flat]
 
