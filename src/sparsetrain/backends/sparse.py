@@ -210,8 +210,8 @@ class SparseLayer:
         if torch.is_grad_enabled() and values.requires_grad:
             self._inference_weight = None
             return DenseFromCSR.apply(values, self)
-        key = (values.data_ptr(), values._version, values.dtype, values.device,
-               self.indptr.data_ptr(), self.indices.data_ptr())
+        # structure changes drop the matrix themselves (`_install_structure`, `_load_from_state_dict`)
+        key = (values.data_ptr(), values._version, values.dtype, values.device)
         if self._inference_weight is None or self._inference_weight[0] != key:
             self._inference_weight = None  # free the old matrix before making the new one
             self._inference_weight = (key, DenseFromCSR.apply(values.detach(), self))

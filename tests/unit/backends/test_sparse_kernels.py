@@ -55,10 +55,10 @@ def test_merge_csr_kernels_equal_a_rebuild_from_the_dense_mask():
     grown = np.sort(rng.choice(free, 150, replace=False)).astype(np.int64)
     new_flat = np.sort(np.concatenate([old_flat[keep], grown]))
     slot_of = {int(p): s for s, p in enumerate(old_flat) if keep[s]}
+    expected_ptr = np.concatenate([[0], np.cumsum(np.bincount(new_flat // cols, minlength=rows))]).tolist()
     for merge in (K.merge_csr_serial, K.merge_csr_parallel):
         new_ptr, new_col, source = merge(ptr, col, keep, grown, rows, cols)
-        counts = np.bincount(new_flat // cols, minlength=rows)
-        assert new_ptr.tolist() == np.concatenate([[0], np.cumsum(counts)]).tolist()
+        assert new_ptr.tolist() == expected_ptr
         assert new_col.tolist() == (new_flat % cols).tolist()
         assert source.tolist() == [slot_of.get(int(p), -1) for p in new_flat]
 
