@@ -10,7 +10,7 @@ row they share: about 1.5x and 1.2x at 90-99% sparsity). Parallel versions split
 (forward, SDDMM, dense scatter/gather) or, for the input gradient, give each thread a
 range of output rows (it reads all of W and keeps the entries landing in its rows; threads
 splitting the batch instead wrote the same cache lines at the same time, 5x slower). A
-batch-major input is made feature-major by a blocked transpose. Serial versions avoid the
+batch-major input is made feature-major by a transpose of eight rows per pass. Serial versions avoid the
 start-up cost of a parallel region on small problems. Outputs are preallocated by the caller.
 """
 
@@ -204,18 +204,31 @@ def backward_parallel(ptr, col, val, gt, xt, gw, gx, gb):
 
 @numba.njit(**_OPTS)
 def _transpose_cols(x, out, c0, c1):
-    for cb in range(c0, c1, 16):  # 16 output rows at a time: their cache lines stay in L1
-        ce = min(cb + 16, c1)
-        for b in range(x.shape[0]):
-            row = x[b]
-            for c in range(cb, ce):
-                out[c, b] = row[c]
+    """out[c0:c1] = x[:, c0:c1].T, eight rows of ``x`` per pass: each pass reads eight
+    contiguous input rows and writes eight consecutive floats (a third of a cache line) of
+    every output row (0.16 -> 0.11 ms for 100x3072, one thread, against 16-column blocks
+    written one float at a time)."""
+    nb = x.shape[0]
+    b = 0
+    while b + 8 <= nb:
+        r0, r1, r2, r3, r4, r5, r6, r7 = x[b], x[b + 1], x[b + 2], x[b + 3], x[b + 4], x[b + 5], x[b + 6], x[b + 7]
+        for c in range(c0, c1):
+            dst = out[c]
+            dst[b], dst[b + 1], dst[b + 2], dst[b + 3] = r0[c], r1[c], r2[c], r3[c]
+            dst[b + 4], dst[b + 5], dst[b + 6], dst[b + 7] = r4[c], r5[c], r6[c], r7[c]
+        b += 8
+    while b < nb:
+        row = x[b]
+        for c in range(c0, c1):
+            out[c, b] = row[c]
+        b += 1
 
 
 @numba.njit(**_OPTS)
 def transpose_serial(x, out):
     """out = x.T for a C-contiguous 2-d ``x`` (the batch-major input of a first layer made
-    feature-major; about 3x faster than a strided torch copy)."""
+    feature-major). For 100x3072 on 2 threads the parallel version takes 0.08 ms, a strided
+    torch copy 0.21 ms."""
     _transpose_cols(x, out, 0, x.shape[1])
 
 

@@ -1,6 +1,7 @@
 """numba kernels of the sparse backend: the unrolled products and the topology rebuild."""
 
 import numpy as np
+import pytest
 import torch
 
 from sparsetrain.backends import kernels as K
@@ -79,10 +80,11 @@ def _random_csr(rows, cols, density, seed):
     return ptr, col, rng.standard_normal(len(col)), mask
 
 
-def test_transpose_kernels_equal_numpy_transpose():
-    x = np.random.default_rng(1).standard_normal((7, 37))  # 37 columns: two 16-blocks and a rest
+@pytest.mark.parametrize("rows", [7, 8, 21])  # the kernel takes 8 rows per pass: none, one, two and a rest
+def test_transpose_kernels_equal_numpy_transpose(rows):
+    x = np.random.default_rng(1).standard_normal((rows, 37))
     for kernel in (K.transpose_serial, K.transpose_parallel):
-        out = np.full((37, 7), np.nan)
+        out = np.full((37, rows), np.nan)
         kernel(x, out)
         assert np.array_equal(out, x.T)
 
