@@ -10,7 +10,9 @@ Times each module's forward, the loss, the backward and the optimizer step of th
 - ``warm``: after a step of the same variant.
 
 It also times the whole step with the ReLU modules replaced by identities, which bounds
-what fusing the activation into the sparse kernels could save.
+what fusing the activation into the sparse kernels could save, and with every numba kernel
+(products, transpose, ReLU gradient) replaced by a call that does nothing: the floor that
+no kernel can go below (PyTorch's autograd, loss, optimizer and the layers' own Python).
 
     python benchmarks/sparse_step_profile.py --sparsities 0.9 0.99 0.999 --rounds 40
 """
@@ -18,6 +20,7 @@ what fusing the activation into the sparse kernels could save.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import time
@@ -76,12 +79,31 @@ def profile(sparsity: float, rounds: int, variant: str = "sparsetrain") -> tuple
         steps[variant].append(bench._timed(lambda: var.train_step(x, y), 3))
         masked.train_step(x, y)
         steps["sparsetrain, ReLU removed"].append(bench._timed(lambda: no_relu.train_step(x, y), 3))
+        masked.train_step(x, y)
+        with _kernels_doing_nothing():
+            steps[f"{variant}, kernels doing nothing"].append(bench._timed(lambda: var.train_step(x, y), 3))
     phases = {state: {name: statistics.median(v) * 1e3 for name, v in by_name.items()}
               for state, by_name in samples.items()}
     return phases, {name: statistics.median(v) for name, v in steps.items()}
 
 
 STATES = ("cold", "busy", "warm")
+KERNELS = ("spmm_serial", "spmm_parallel", "backward_serial", "backward_parallel",
+           "transpose_serial", "transpose_parallel", "relu_grad")
+
+
+@contextlib.contextmanager
+def _kernels_doing_nothing():
+    """Every numba kernel of a training step replaced by a no-op (outputs stay as allocated)."""
+    from sparsetrain.backends import kernels
+    saved = {name: getattr(kernels, name) for name in KERNELS}
+    try:
+        for name in KERNELS:
+            setattr(kernels, name, lambda *args: None)
+        yield
+    finally:
+        for name, kernel in saved.items():
+            setattr(kernels, name, kernel)
 
 
 def _busy(seconds: float) -> None:
