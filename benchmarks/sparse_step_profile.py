@@ -13,6 +13,9 @@ It also times the whole step with the ReLU modules replaced by identities, which
 what fusing the activation into the sparse kernels could save, and with every numba kernel
 (products, transpose, ReLU gradient) replaced by a call that does nothing: the floor that
 no kernel can go below (PyTorch's autograd, loss, optimizer and the layers' own Python).
+Below that, PyTorch's own floor: the same MLP whose layers are an autograd op that only
+allocates its outputs and gradients, with parameters of the same sizes (no layer code of
+ours at all).
 
     python benchmarks/sparse_step_profile.py --sparsities 0.9 0.99 0.999 --rounds 40
 """
@@ -54,6 +57,46 @@ def _phases(var: bench.Variant, x: torch.Tensor, y: torch.Tensor) -> dict[str, f
     return out
 
 
+class _Nothing(torch.autograd.Function):
+    """A linear layer's autograd op that computes nothing: outputs and gradients are only allocated."""
+
+    @staticmethod
+    def forward(ctx, x, values, bias):  # noqa: ANN001, ANN205
+        ctx.save_for_backward(x, values)
+        return x.new_empty(x.shape[0], bias.shape[0])
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: ANN001, ANN205
+        x, values = ctx.saved_tensors
+        gx = torch.empty_like(x) if ctx.needs_input_grad[0] else None
+        return gx, torch.empty_like(values), grad.new_empty(grad.shape[1])
+
+
+class NothingLinear(torch.nn.Module):
+    """Parameters of a sparse layer's size (active values, bias) around `_Nothing`."""
+
+    def __init__(self, n_in: int, n_out: int, density: float) -> None:
+        super().__init__()
+        self.values = torch.nn.Parameter(torch.zeros(max(1, round(n_in * n_out * density))))
+        self.bias = torch.nn.Parameter(torch.zeros(n_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _Nothing.apply(x, self.values, self.bias)
+
+
+class PyTorchFloor:
+    """The benchmark MLP with `NothingLinear` layers, ReLU, loss and SGD with momentum."""
+
+    def __init__(self, sparsity: float) -> None:
+        self.model = bench._mlp(lambda a, b: NothingLinear(a, b, 1.0 - sparsity))
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9)
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(self.model(x), y).backward()
+        self.optimizer.step()
+
+
 def profile(sparsity: float, rounds: int, variant: str = "sparsetrain") -> tuple[dict[str, dict[str, float]], dict[str, float]]:
     x, y = bench._data()
     var, masked = bench.Variant(variant, sparsity), bench.Variant("masked", sparsity)
@@ -61,7 +104,8 @@ def profile(sparsity: float, rounds: int, variant: str = "sparsetrain") -> tuple
     for i, module in enumerate(no_relu.model):
         if isinstance(module, torch.nn.ReLU):
             no_relu.model[i] = torch.nn.Identity()
-    for v in (var, masked, no_relu):
+    floor = PyTorchFloor(sparsity)
+    for v in (var, masked, no_relu, floor):
         for _ in range(3):
             v.train_step(x, y)
     samples: dict[str, dict[str, list[float]]] = {s: defaultdict(list) for s in STATES}
@@ -82,6 +126,8 @@ def profile(sparsity: float, rounds: int, variant: str = "sparsetrain") -> tuple
         masked.train_step(x, y)
         with _kernels_doing_nothing():
             steps[f"{variant}, kernels doing nothing"].append(bench._timed(lambda: var.train_step(x, y), 3))
+        masked.train_step(x, y)
+        steps["PyTorch floor (layers that compute nothing)"].append(bench._timed(lambda: floor.train_step(x, y), 3))
     phases = {state: {name: statistics.median(v) * 1e3 for name, v in by_name.items()}
               for state, by_name in samples.items()}
     return phases, {name: statistics.median(v) for name, v in steps.items()}
