@@ -2,11 +2,12 @@
 
 A `SparseLinear`, `SparseConv1d` or `SparseConv2d` keeps ``values`` (the active weights,
 the tensor the optimizer updates), ``indptr`` (row starts, one row per output) and
-``indices`` (int32 column of each active weight); Conv layers run as im2col + the same
+``indices`` (int32 column of each active weight); Conv layers can run as im2col + the same
 sparse matrix product. Outputs of a 2-d Linear are returned as a transposed view, so the
 next sparse layer reads its input in the feature-major layout its kernel wants without a
-copy. A layer denser than `BREAK_EVEN` runs torch's dense Linear/convolution over its
-scattered weights (same storage, same gradients), where the sparse kernels would lose.
+copy. A layer denser than its ``break_even`` (`BREAK_EVEN` for Linear, `CONV_BREAK_EVEN`
+for convolutions) runs torch's dense Linear/convolution over its scattered weights (same
+storage, same gradients), where the sparse kernels would lose.
 
 Persistent state per active weight: 4 bytes value + 4 bytes column index (+ the optimizer's
 state on ``values``: 4 bytes for SGD momentum, 8 for Adam), plus 4 bytes per output row.
@@ -30,6 +31,13 @@ BREAK_EVEN = 0.25
 """Density above which a layer runs dense kernels (measured by benchmarks/sparse_mlp.py with
 the sparsetrain_kernels / sparsetrain_densepath variants: the kernels win at density 0.2
 and lose at 0.3, per layer of the benchmark MLP)."""
+
+CONV_BREAK_EVEN = 0.0
+"""Convolutions run torch's dense convolution at every density unless a layer's ``break_even``
+is raised: im2col + the sparse product lost to masked PyTorch at every density measured,
+from 0.5 down to 0.001 (benchmarks/sparse_cnn.py: 3-6x slower), because unfolding the input
+and folding its gradient back cost more than the dense convolution itself. Storage and
+optimizer state stay sparse either way."""
 
 
 class SparseLayer:
@@ -362,7 +370,8 @@ def _adjacent_in_sequentials(model: nn.Module):  # noqa: ANN202
 
 
 class _SparseConv(SparseLayer):
-    """im2col (``F.unfold``) followed by the sparse product; groups=1, zero padding."""
+    """groups=1, zero padding. Below its ``break_even`` (`CONV_BREAK_EVEN`: never, by default)
+    im2col (``F.unfold``) followed by the sparse product, else torch's dense convolution."""
 
     spatial: int
 
@@ -372,6 +381,7 @@ class _SparseConv(SparseLayer):
                      "groups", "padding_mode", "transposed", "output_padding"):
             setattr(self, attr, getattr(conv, attr))
         self._init_storage(weight, mask, conv.bias)
+        self.break_even = CONV_BREAK_EVEN
 
     def _unfold_args(self, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
         pad = (0,) * self.spatial if self.padding == "valid" else self.padding

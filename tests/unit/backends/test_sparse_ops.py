@@ -69,25 +69,33 @@ def test_dense_fallback_is_the_same_op(path, monkeypatch):
     assert torch.autograd.gradcheck(layer, (x,))
 
 
+@pytest.mark.parametrize("kernels", [True, False])  # im2col + sparse kernels (forced) / dense (default)
 @pytest.mark.parametrize("kwargs", [dict(stride=1, padding=0), dict(stride=2, padding=1, dilation=2),
                                     dict(padding="same")])
-def test_sparse_conv2d_matches_conv_and_gradcheck(path, kwargs):
+def test_sparse_conv2d_matches_conv_and_gradcheck(path, kwargs, kernels):
     torch.manual_seed(4)
     conv = nn.Conv2d(2, 3, 3, **kwargs).double()
     mask = _mask(conv.weight.shape, 0.4, 4)
     layer = SparseConv2d(conv, conv.weight, mask)
+    if kernels:
+        layer.break_even = 1.0
+    assert layer.dense is not kernels
     x = torch.randn(2, 2, 5, 4, dtype=torch.float64, requires_grad=True)
     expected = F.conv2d(x, conv.weight.detach() * mask, conv.bias, conv.stride, conv.padding, conv.dilation)
     torch.testing.assert_close(layer(x), expected, rtol=0, atol=1e-12)
     assert torch.autograd.gradcheck(layer, (x,))
 
 
+@pytest.mark.parametrize("kernels", [True, False])
 @pytest.mark.parametrize("kwargs", [dict(stride=2, padding=2), dict(padding="same", dilation=2)])
-def test_sparse_conv1d_matches_conv_and_gradcheck(path, kwargs):
+def test_sparse_conv1d_matches_conv_and_gradcheck(path, kwargs, kernels):
     torch.manual_seed(5)
     conv = nn.Conv1d(2, 3, 4, **kwargs).double()
     mask = _mask(conv.weight.shape, 0.5, 5)
     layer = SparseConv1d(conv, conv.weight, mask)
+    if kernels:
+        layer.break_even = 1.0
+    assert layer.dense is not kernels
     x = torch.randn(2, 2, 9, dtype=torch.float64, requires_grad=True)
     expected = F.conv1d(x, conv.weight.detach() * mask, conv.bias, conv.stride, conv.padding, conv.dilation)
     torch.testing.assert_close(layer(x), expected, rtol=0, atol=1e-12)
@@ -104,13 +112,13 @@ def test_unsupported_layers_are_user_errors():
 
 
 @pytest.mark.parametrize("cls,conv,shape", [(SparseConv2d, nn.Conv2d, (2, 2, 6, 5)), (SparseConv1d, nn.Conv1d, (2, 2, 9))])
-def test_dense_fallback_convolution_is_torchs_convolution_of_the_masked_weight(path, monkeypatch, cls, conv, shape):
-    monkeypatch.setattr(sparse_backend, "BREAK_EVEN", 0.05)
+def test_dense_fallback_convolution_is_torchs_convolution_of_the_masked_weight(path, cls, conv, shape):
     torch.manual_seed(6)
     dense = conv(2, 3, 3, stride=2, padding=1).double()
-    mask = _mask(dense.weight.shape, 0.6, 6)
+    mask = _mask(dense.weight.shape, 0.1, 6)
+    assert 0 < mask.sum() < 10  # a few active weights in 54 still run dense by default (CONV_BREAK_EVEN)
     layer = cls(dense, dense.weight, mask)
-    assert layer.dense
+    assert layer.dense and layer.break_even == sparse_backend.CONV_BREAK_EVEN
     x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
     functional = F.conv2d if conv is nn.Conv2d else F.conv1d
     expected = functional(x, dense.weight.detach() * mask, dense.bias, 2, 1)
