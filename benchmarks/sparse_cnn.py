@@ -8,7 +8,7 @@ layer at the same density. Variants, interleaved round by round, median over the
 - ``sparsetrain``: the sparse backend with its defaults (convolutions above
   ``CONV_BREAK_EVEN`` compute with torch's dense convolution over the scattered weights)
 - ``sparsetrain_conv_kernels``: the same with every convolution forced onto im2col + the
-  sparse kernels (``break_even = 1``), which is what measured ``CONV_BREAK_EVEN``
+  sparse kernels (``break_even = inf``), which is what measured ``CONV_BREAK_EVEN``
 
     python benchmarks/sparse_cnn.py --rounds 7 --threads 2 --out docs/performance_cnn.md
 """
@@ -16,6 +16,7 @@ layer at the same density. Variants, interleaved round by round, median over the
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import statistics
@@ -74,7 +75,7 @@ class Variant:
             if name == "sparsetrain_conv_kernels":
                 for w in self.method.weights:
                     if isinstance(w.module, nn.Conv2d):
-                        w.module.break_even = 1.0
+                        w.module.break_even = math.inf
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)

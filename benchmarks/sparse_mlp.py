@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import resource
@@ -135,7 +136,7 @@ class Variant:
             self.method = st.create("static", self.model, self.optimizer, density=density,
                                     distribution="uniform", backend="sparse", seed=seed,
                                     fuse_activations=name == "sparsetrain_fused")
-            forced = {"sparsetrain_kernels": 1.0, "sparsetrain_densepath": 0.0}.get(name)
+            forced = {"sparsetrain_kernels": math.inf, "sparsetrain_densepath": 0.0}.get(name)
             for w in self.method.weights:
                 if forced is not None:
                     w.module.break_even = forced
@@ -196,9 +197,9 @@ def _tensors(state) -> list[torch.Tensor]:  # noqa: ANN001
     return []
 
 
-def _data(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def _data(seed: int = 0, batch: int = BATCH) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
-    return torch.randn(BATCH, SIZES[0], generator=gen), torch.randint(0, SIZES[-1], (BATCH,), generator=gen)
+    return torch.randn(batch, SIZES[0], generator=gen), torch.randint(0, SIZES[-1], (batch,), generator=gen)
 
 
 def _timed(fn, repeats: int) -> float:  # noqa: ANN001
@@ -230,8 +231,9 @@ def _available(variants: list[str]) -> list[str]:
 
 
 # --- measurements ------------------------------------------------------------------------
-def time_steps(variants: list[str], sparsities: list[float], rounds: int, repeats: int) -> dict:
-    x, y = _data()
+def time_steps(variants: list[str], sparsities: list[float], rounds: int, repeats: int,
+               batch: int = BATCH) -> dict:
+    x, y = _data(batch=batch)
     built = {(v, s): Variant(v, s) for s in sparsities for v in variants}
     for var in built.values():  # warm-up: JIT compilation, allocator, first-touch
         for _ in range(3):
@@ -343,7 +345,7 @@ def report(args: argparse.Namespace, variants: list[str], steps: dict, memory: d
              f"Command: `python benchmarks/sparse_mlp.py {' '.join(args.argv)}`", "",
              f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible, "
              f"{args.threads} threads; torch {torch.__version__}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
-             f"MLP {'-'.join(map(str, SIZES))}, ReLU, batch {BATCH}, SGD momentum 0.9, uniform sparsity, "
+             f"MLP {'-'.join(map(str, SIZES))}, ReLU, batch {args.batch}, SGD momentum 0.9, uniform sparsity, "
              f"variants interleaved, median of {args.rounds} rounds x {args.repeats} steps.", ""]
     lines += _speedup_table("Training step", "train_ms", "{:.2f}", args.sparsities, variants, steps)
     lines += [""] + _speedup_table("Inference forward", "infer_ms", "{:.3f}", args.sparsities, variants, steps)
@@ -367,13 +369,13 @@ def report(args: argparse.Namespace, variants: list[str], steps: dict, memory: d
             lines.append(f"| {s} | {updates[('set', s)]:.2f} | {updates[('rigl', s)]:.2f} | "
                          f"{updates[('rigl_grad', s)]:.2f} | {step:.2f} |")
     lines += ["", "Speedups are ratios within this one run. The sparse backend switches a layer to dense "
-              f"kernels above density {_break_even()} (its break-even).", ""]
+              f"kernels above density {_break_even(args.batch):.3g} at batch {args.batch} (its break-even).", ""]
     return "\n".join(lines)
 
 
-def _break_even() -> float:
-    from sparsetrain.backends.sparse import BREAK_EVEN
-    return BREAK_EVEN
+def _break_even(batch: int) -> float:
+    from sparsetrain.backends.sparse import BREAK_EVEN, batch_scale
+    return BREAK_EVEN * batch_scale(batch)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -385,6 +387,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="sparsetrain_kernels / sparsetrain_densepath force the sparse kernels / the "
                              "dense fallback (to measure the break-even density)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=BATCH,
+                        help="batch of the step and inference timings (the update timing keeps 100)")
     parser.add_argument("--update-sparsities", type=float, nargs="*", default=[0.9, 0.99],
                         help="sparsities of the SET/RigL update timing (none: skip it)")
     parser.add_argument("--update-repeats", type=int, default=9,
@@ -398,10 +402,10 @@ def main(argv: list[str] | None = None) -> int:
     variants = _available(args.variants)
     if "masked" not in variants:
         parser.error("the masked variant is the baseline of every speedup; keep it in --variants")
-    steps = time_steps(variants, args.sparsities, args.rounds, args.repeats)
+    steps = time_steps(variants, args.sparsities, args.rounds, args.repeats, args.batch)
     for s in args.update_sparsities:  # the update table compares with the train step at s
         if ("sparsetrain", s) not in steps and "sparsetrain" in variants:
-            steps.update(time_steps(["sparsetrain"], [s], args.rounds, args.repeats))
+            steps.update(time_steps(["sparsetrain"], [s], args.rounds, args.repeats, args.batch))
     updates = time_updates(args.update_sparsities, args.update_repeats) if "sparsetrain" in variants else {}
     memory = {} if args.no_memory else {(v, s): peak_memory(v, s, args.threads)
                                         for s in args.sparsities for v in variants}

@@ -28,9 +28,25 @@ from sparsetrain.errors import UserError
 from sparsetrain.sparse.weights import BACKENDS, SparseWeight
 
 BREAK_EVEN = 0.25
-"""Density above which a layer runs dense kernels (measured by benchmarks/sparse_mlp.py with
-the sparsetrain_kernels / sparsetrain_densepath variants: the kernels win at density 0.2
-and lose at 0.3, per layer of the benchmark MLP)."""
+"""Density above which a Linear layer runs dense kernels at a batch of up to 100 (measured by
+benchmarks/sparse_mlp.py with the sparsetrain_kernels / sparsetrain_densepath variants: the
+kernels win at density 0.2 and lose at 0.3, per layer of the benchmark MLP); larger batches
+scale it down (`batch_scale`)."""
+
+REFERENCE_BATCH = 100
+MIN_BATCH_SCALE = 0.4
+
+
+def batch_scale(columns: int) -> float:
+    """The factor on a layer's ``break_even`` for a call with ``columns`` input vectors (batch
+    size, times positions for 3-d inputs): 1 up to `REFERENCE_BATCH`, then sqrt(100 / columns),
+    at least `MIN_BATCH_SCALE`. The kernels stream one input vector per active weight, and
+    those vectors stop fitting in the L2 cache as the batch grows, while torch's dense product
+    only gets more efficient. Measured break-even densities of the benchmark MLP
+    (``benchmarks/sparse_mlp.py --batch B --variants masked sparsetrain_kernels
+    sparsetrain_densepath``): 0.25 at batch 64-100, 0.17 at 256, 0.125 at 512, 0.11 at 1024,
+    0.105 at 2048; the rule gives 0.25, 0.16, 0.11, 0.10, 0.10 (dense where unsure)."""
+    return max(MIN_BATCH_SCALE, min(1.0, math.sqrt(REFERENCE_BATCH / max(columns, 1))))
 
 CONV_BREAK_EVEN = 0.0
 """Convolutions run torch's dense convolution at every density unless a layer's ``break_even``
@@ -76,10 +92,11 @@ class SparseLayer:
     def density(self) -> float:
         return self.nnz / (self.rows * self.cols)
 
-    @property
-    def dense(self) -> bool:
-        """True when this layer runs dense kernels (density above its ``break_even``)."""
-        return self.density > self.break_even
+    def runs_dense(self, columns: int) -> bool:
+        """Whether a call with ``columns`` input vectors runs dense kernels: density above
+        ``break_even`` scaled by `batch_scale` (``break_even = math.inf`` forces the sparse
+        kernels, 0 the dense ones)."""
+        return self.density > self.break_even * batch_scale(columns)
 
     def flat_index(self) -> torch.Tensor:
         """Row-major flat position of every active weight, ascending (int64)."""
@@ -303,7 +320,7 @@ class SparseLinear(SparseLayer, nn.Linear):
         self._init_storage(weight, mask, bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.dense:  # as nn.Linear, in whatever layout x comes
+        if self.runs_dense(x.numel() // max(self.in_features, 1)):  # as nn.Linear, in x's own layout
             out = F.linear(x, self.dense_weight(), self.bias)
             return F.relu(out) if self.activation == "relu" else out
         if x.dim() == 2:  # (batch, in) -> transposed view in, transposed view out: no copies
@@ -393,6 +410,11 @@ class _SparseConv(SparseLayer):
             x, pad = F.pad(x, pads), (0,) * self.spatial
         return x, dict(kernel_size=self.kernel_size, dilation=self.dilation, padding=pad, stride=self.stride)
 
+    def _columns(self, x: torch.Tensor) -> int:
+        """Input vectors of the sparse product for input ``x``: samples times input positions
+        (an upper bound of the output positions, which is all `runs_dense` needs)."""
+        return x.numel() // max(self.in_channels, 1)
+
     def _dense_conv(self, x: torch.Tensor, conv) -> torch.Tensor:  # noqa: ANN001
         """The dense fallback: torch's own convolution with the scattered weight."""
         weight = self.dense_weight().view(self.weight_shape)
@@ -416,7 +438,7 @@ class SparseConv2d(_SparseConv, nn.Conv2d):
         self._conv_init(conv, weight, mask)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.dense:
+        if self.runs_dense(self._columns(x)):
             return self._dense_conv(x, F.conv2d)
         x, args = self._unfold_args(x)
         h, w = x.shape[-2:]
@@ -437,7 +459,7 @@ class SparseConv1d(_SparseConv, nn.Conv1d):
         self._conv_init(conv, weight, mask)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.dense:
+        if self.runs_dense(self._columns(x)):
             return self._dense_conv(x, F.conv1d)
         x, args = self._unfold_args(x)
         args = {k: (1, *v) if k != "padding" else (0, *v) for k, v in args.items()}

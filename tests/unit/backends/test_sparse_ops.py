@@ -1,5 +1,7 @@
 """Gradients and outputs of every sparse op, in double precision, on the numba and torch paths."""
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -63,7 +65,7 @@ def test_weight_gradient_only_at_active_positions_and_none_for_first_layer_input
 def test_dense_fallback_is_the_same_op(path, monkeypatch):
     monkeypatch.setattr(sparse_backend, "BREAK_EVEN", 0.05)
     layer, w = _linear(6, 5, 0.5, seed=3)
-    assert layer.dense
+    assert layer.runs_dense(4)
     x = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
     torch.testing.assert_close(layer(x), F.linear(x, w, layer.bias), rtol=0, atol=1e-12)
     assert torch.autograd.gradcheck(layer, (x,))
@@ -78,9 +80,9 @@ def test_sparse_conv2d_matches_conv_and_gradcheck(path, kwargs, kernels):
     mask = _mask(conv.weight.shape, 0.4, 4)
     layer = SparseConv2d(conv, conv.weight, mask)
     if kernels:
-        layer.break_even = 1.0
-    assert layer.dense is not kernels
+        layer.break_even = math.inf
     x = torch.randn(2, 2, 5, 4, dtype=torch.float64, requires_grad=True)
+    assert layer.runs_dense(2 * 5 * 4) is not kernels
     expected = F.conv2d(x, conv.weight.detach() * mask, conv.bias, conv.stride, conv.padding, conv.dilation)
     torch.testing.assert_close(layer(x), expected, rtol=0, atol=1e-12)
     assert torch.autograd.gradcheck(layer, (x,))
@@ -94,8 +96,8 @@ def test_sparse_conv1d_matches_conv_and_gradcheck(path, kwargs, kernels):
     mask = _mask(conv.weight.shape, 0.5, 5)
     layer = SparseConv1d(conv, conv.weight, mask)
     if kernels:
-        layer.break_even = 1.0
-    assert layer.dense is not kernels
+        layer.break_even = math.inf
+    assert layer.runs_dense(2 * 9) is not kernels
     x = torch.randn(2, 2, 9, dtype=torch.float64, requires_grad=True)
     expected = F.conv1d(x, conv.weight.detach() * mask, conv.bias, conv.stride, conv.padding, conv.dilation)
     torch.testing.assert_close(layer(x), expected, rtol=0, atol=1e-12)
@@ -118,7 +120,7 @@ def test_dense_fallback_convolution_is_torchs_convolution_of_the_masked_weight(p
     mask = _mask(dense.weight.shape, 0.1, 6)
     assert 0 < mask.sum() < 10  # a few active weights in 54 still run dense by default (CONV_BREAK_EVEN)
     layer = cls(dense, dense.weight, mask)
-    assert layer.dense and layer.break_even == sparse_backend.CONV_BREAK_EVEN
+    assert layer.runs_dense(shape[0] * math.prod(shape[2:])) and layer.break_even == sparse_backend.CONV_BREAK_EVEN
     x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
     functional = F.conv2d if conv is nn.Conv2d else F.conv1d
     expected = functional(x, dense.weight.detach() * mask, dense.bias, 2, 1)
@@ -141,7 +143,7 @@ def test_inference_without_autograd_gives_the_same_output(path):
 
 def test_inference_above_break_even_reuses_the_dense_weight_until_it_changes(path):
     layer, w = _linear(9, 6, 0.6)  # above break-even: the dense fallback
-    assert layer.dense
+    assert layer.runs_dense(4)
     x = torch.randn(4, 9, dtype=torch.float64)
     with torch.no_grad():
         torch.testing.assert_close(layer(x), F.linear(x, w, layer.bias))
@@ -159,3 +161,25 @@ def test_inference_above_break_even_reuses_the_dense_weight_until_it_changes(pat
         torch.testing.assert_close(layer(x), F.linear(x, expected.view_as(w), layer.bias))
     layer(x).sum().backward()  # a forward with autograd drops the kept matrix
     assert layer._inference_weight is None and layer.values.grad is not None
+
+
+def test_batch_scale_follows_the_measured_break_even():
+    assert sparse_backend.batch_scale(1) == sparse_backend.batch_scale(100) == 1.0
+    assert sparse_backend.batch_scale(400) == pytest.approx(0.5)  # sqrt(100 / 400)
+    assert sparse_backend.batch_scale(625) == pytest.approx(0.4)  # sqrt(100 / 625), the floor
+    assert sparse_backend.batch_scale(100_000) == 0.4
+
+
+def test_a_layer_switches_to_dense_kernels_for_large_batches(path):
+    torch.manual_seed(7)
+    dense = nn.Linear(10, 10).double()
+    mask = torch.zeros(100, dtype=torch.bool)
+    mask[torch.randperm(100)[:20]] = True  # density 0.2: below 0.25, above 0.25 * sqrt(100 / 512)
+    layer = SparseLinear(10, 10, dense.weight, mask.view(10, 10), dense.bias)
+    assert not layer.runs_dense(64) and layer.runs_dense(512)
+    w = dense.weight.detach() * mask.view(10, 10)
+    for batch, kept in ((64, False), (512, True)):
+        x = torch.randn(batch, 10, dtype=torch.float64)
+        with torch.no_grad():  # only the dense fallback keeps a scattered weight for inference
+            torch.testing.assert_close(layer(x), F.linear(x, w, layer.bias), rtol=0, atol=1e-12)
+        assert (layer._inference_weight is not None) is kept
