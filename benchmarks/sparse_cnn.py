@@ -17,11 +17,8 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -103,8 +100,7 @@ def time_steps(densities: list[float], rounds: int, repeats: int) -> dict:
 def report(args: argparse.Namespace, steps: dict) -> str:
     lines = ["# Sparse backend on a CNN", "",
              f"Command: `python benchmarks/sparse_cnn.py {' '.join(args.argv)}`", "",
-             f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible, "
-             f"{args.threads} threads; torch {torch.__version__}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+             mlp.machine_line(args.threads),
              f"CNN 3x32x32 -> Conv 32 -> Conv 64 -> pool -> Conv 128 -> avg pool -> Linear 10 (3x3, ReLU), "
              f"batch {BATCH}, SGD momentum 0.9, uniform density, variants interleaved, "
              f"median of {args.rounds} rounds x {args.repeats} steps.", "",
@@ -133,10 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     mlp._set_threads(args.threads)
-    text = report(args, time_steps(args.densities, args.rounds, args.repeats))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text, encoding="utf-8")
-    print(text)
+    mlp.write_report(report(args, time_steps(args.densities, args.rounds, args.repeats)), args.out)
     return 0
 
 

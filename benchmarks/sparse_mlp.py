@@ -343,8 +343,7 @@ def _speedup_table(title: str, key: str, fmt: str, sparsities: list[float], vari
 def report(args: argparse.Namespace, variants: list[str], steps: dict, memory: dict, updates: dict) -> str:
     lines = ["# Performance: truly sparse execution", "",
              f"Command: `python benchmarks/sparse_mlp.py {' '.join(args.argv)}`", "",
-             f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible, "
-             f"{args.threads} threads; torch {torch.__version__}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+             machine_line(args.threads),
              f"MLP {'-'.join(map(str, SIZES))}, ReLU, batch {args.batch}, SGD momentum 0.9, uniform sparsity, "
              f"variants interleaved, median of {args.rounds} rounds x {args.repeats} steps.", ""]
     lines += _speedup_table("Training step", "train_ms", "{:.2f}", args.sparsities, variants, steps)
@@ -371,6 +370,19 @@ def report(args: argparse.Namespace, variants: list[str], steps: dict, memory: d
     lines += ["", "Speedups are ratios within this one run. The sparse backend switches a layer to dense "
               f"kernels above density {_break_even(args.batch):.3g} at batch {args.batch} (its break-even).", ""]
     return "\n".join(lines)
+
+
+def machine_line(threads: int) -> str:
+    """The report line naming the machine, thread count, torch version and time."""
+    return (f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible, "
+            f"{threads} threads; torch {torch.__version__}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.")
+
+
+def write_report(text: str, out: str) -> None:
+    """Write the markdown report to ``out`` and print it."""
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(text, encoding="utf-8")
+    print(text)
 
 
 def _break_even(batch: int) -> float:
@@ -409,10 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     updates = time_updates(args.update_sparsities, args.update_repeats) if "sparsetrain" in variants else {}
     memory = {} if args.no_memory else {(v, s): peak_memory(v, s, args.threads)
                                         for s in args.sparsities for v in variants}
-    text = report(args, variants, steps, memory, updates)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text, encoding="utf-8")
-    print(text)
+    write_report(report(args, variants, steps, memory, updates), args.out)
     return 0
 
 
