@@ -58,7 +58,7 @@ class Variant:
 
     def __init__(self, name: str, density: float, seed: int = 0) -> None:
         torch.manual_seed(seed)
-        self.model, self.method = _cnn(), None
+        self.model, self.method, self.algo = _cnn(), None, None
         if name == "masked":
             gen = torch.Generator().manual_seed(seed)
             for i, module in enumerate(self.model):
@@ -74,13 +74,7 @@ class Variant:
                     if isinstance(w.module, nn.Conv2d):
                         w.module.break_even = math.inf
 
-    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        self.optimizer.zero_grad(set_to_none=True)
-        F.cross_entropy(self.model(x), y).backward()
-        if self.method is not None:
-            self.method.step()
-        else:
-            self.optimizer.step()
+    train_step = mlp.Variant.train_step  # zero_grad, loss, backward, the method's (or optimizer's) step
 
 
 def time_steps(densities: list[float], rounds: int, repeats: int) -> dict:
