@@ -10,8 +10,9 @@ row they share: about 1.5x and 1.2x at 90-99% sparsity). Parallel versions split
 (forward, SDDMM, dense scatter/gather) or, for the input gradient, give each thread a
 range of output rows (it reads all of W and keeps the entries landing in its rows; threads
 splitting the batch instead wrote the same cache lines at the same time, 5x slower). A
-batch-major input is made feature-major by a transpose of eight rows per pass. Serial versions avoid the
-start-up cost of a parallel region on small problems. Outputs are preallocated by the caller.
+batch-major input is made feature-major by a transpose of eight rows per pass. Serial
+versions avoid the start-up cost of a parallel region on small problems. Outputs are
+preallocated by the caller.
 """
 
 from __future__ import annotations
@@ -211,7 +212,8 @@ def _transpose_cols(x, out, c0, c1):
     nb = x.shape[0]
     b = 0
     while b + 8 <= nb:
-        r0, r1, r2, r3, r4, r5, r6, r7 = x[b], x[b + 1], x[b + 2], x[b + 3], x[b + 4], x[b + 5], x[b + 6], x[b + 7]
+        r0, r1, r2, r3 = x[b], x[b + 1], x[b + 2], x[b + 3]
+        r4, r5, r6, r7 = x[b + 4], x[b + 5], x[b + 6], x[b + 7]
         for c in range(c0, c1):
             dst = out[c]
             dst[b], dst[b + 1], dst[b + 2], dst[b + 3] = r0[c], r1[c], r2[c], r3[c]

@@ -48,6 +48,7 @@ def batch_scale(columns: int) -> float:
     0.105 at 2048; the rule gives 0.25, 0.16, 0.11, 0.10, 0.10 (dense where unsure)."""
     return max(MIN_BATCH_SCALE, min(1.0, math.sqrt(REFERENCE_BATCH / max(columns, 1))))
 
+
 CONV_BREAK_EVEN = 0.0
 """Convolutions run torch's dense convolution at every density unless a layer's ``break_even``
 is raised: im2col + the sparse product lost to masked PyTorch at every density measured,
