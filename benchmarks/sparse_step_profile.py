@@ -90,11 +90,9 @@ class PyTorchFloor:
     def __init__(self, sparsity: float) -> None:
         self.model = bench._mlp(lambda a, b: NothingLinear(a, b, 1.0 - sparsity))
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9)
+        self.method = self.algo = None
 
-    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        self.optimizer.zero_grad(set_to_none=True)
-        F.cross_entropy(self.model(x), y).backward()
-        self.optimizer.step()
+    train_step = bench.Variant.train_step  # zero_grad, loss, backward, optimizer step
 
 
 def profile(sparsity: float, rounds: int, variant: str = "sparsetrain") -> tuple[dict[str, dict[str, float]], dict[str, float]]:

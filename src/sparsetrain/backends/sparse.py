@@ -392,8 +392,9 @@ class _SparseConv(SparseLayer):
     im2col (``F.unfold``) followed by the sparse product, else torch's dense convolution."""
 
     spatial: int
+    functional: Any  # F.conv1d / F.conv2d: the dense fallback's convolution
 
-    def _conv_init(self, conv: nn.Module, weight: torch.Tensor, mask: torch.Tensor) -> None:
+    def __init__(self, conv: nn.Module, weight: torch.Tensor, mask: torch.Tensor) -> None:
         nn.Module.__init__(self)
         for attr in ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation",
                      "groups", "padding_mode", "transposed", "output_padding"):
@@ -416,10 +417,14 @@ class _SparseConv(SparseLayer):
         (an upper bound of the output positions, which is all `runs_dense` needs)."""
         return x.numel() // max(self.in_channels, 1)
 
-    def _dense_conv(self, x: torch.Tensor, conv) -> torch.Tensor:  # noqa: ANN001
-        """The dense fallback: torch's own convolution with the scattered weight."""
-        weight = self.dense_weight().view(self.weight_shape)
-        return conv(x, weight, self.bias, self.stride, self.padding, self.dilation)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.runs_dense(self._columns(x)):  # torch's own convolution with the scattered weight
+            weight = self.dense_weight().view(self.weight_shape)
+            return self.functional(x, weight, self.bias, self.stride, self.padding, self.dilation)
+        return self._sparse_forward(x)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", nnz={self.nnz}, density={self.density:.4f}"
 
     def _conv(self, x4: torch.Tensor, args: dict) -> torch.Tensor:
         n = x4.shape[0]
@@ -434,40 +439,26 @@ class SparseConv2d(_SparseConv, nn.Conv2d):
     """``nn.Conv2d`` (groups=1, zero padding) storing only its active weights."""
 
     spatial = 2
+    functional = staticmethod(F.conv2d)
 
-    def __init__(self, conv: nn.Conv2d, weight: torch.Tensor, mask: torch.Tensor) -> None:
-        self._conv_init(conv, weight, mask)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.runs_dense(self._columns(x)):
-            return self._dense_conv(x, F.conv2d)
+    def _sparse_forward(self, x: torch.Tensor) -> torch.Tensor:
         x, args = self._unfold_args(x)
         h, w = x.shape[-2:]
         ho = (h + 2 * args["padding"][0] - self.dilation[0] * (self.kernel_size[0] - 1) - 1) // self.stride[0] + 1
         wo = (w + 2 * args["padding"][1] - self.dilation[1] * (self.kernel_size[1] - 1) - 1) // self.stride[1] + 1
         return self._conv(x, args).reshape(x.shape[0], self.rows, ho, wo)
 
-    def extra_repr(self) -> str:
-        return nn.Conv2d.extra_repr(self) + f", nnz={self.nnz}, density={self.density:.4f}"
-
 
 class SparseConv1d(_SparseConv, nn.Conv1d):
     """``nn.Conv1d`` (groups=1, zero padding) storing only its active weights."""
 
     spatial = 1
+    functional = staticmethod(F.conv1d)
 
-    def __init__(self, conv: nn.Conv1d, weight: torch.Tensor, mask: torch.Tensor) -> None:
-        self._conv_init(conv, weight, mask)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.runs_dense(self._columns(x)):
-            return self._dense_conv(x, F.conv1d)
+    def _sparse_forward(self, x: torch.Tensor) -> torch.Tensor:
         x, args = self._unfold_args(x)
         args = {k: (1, *v) if k != "padding" else (0, *v) for k, v in args.items()}
         return self._conv(x.unsqueeze(2), args)
-
-    def extra_repr(self) -> str:
-        return nn.Conv1d.extra_repr(self) + f", nnz={self.nnz}, density={self.density:.4f}"
 
 
 SPARSE_LAYERS = (SparseLinear, SparseConv1d, SparseConv2d)

@@ -71,35 +71,28 @@ def test_dense_fallback_is_the_same_op(path, monkeypatch):
     assert torch.autograd.gradcheck(layer, (x,))
 
 
+_CONV_CASES = [  # (sparse class, dense class, kernel size, input shape, density, seed, options)
+    (SparseConv2d, nn.Conv2d, 3, (2, 2, 5, 4), 0.4, 4, dict(stride=1, padding=0)),
+    (SparseConv2d, nn.Conv2d, 3, (2, 2, 5, 4), 0.4, 4, dict(stride=2, padding=1, dilation=2)),
+    (SparseConv2d, nn.Conv2d, 3, (2, 2, 5, 4), 0.4, 4, dict(padding="same")),
+    (SparseConv1d, nn.Conv1d, 4, (2, 2, 9), 0.5, 5, dict(stride=2, padding=2)),
+    (SparseConv1d, nn.Conv1d, 4, (2, 2, 9), 0.5, 5, dict(padding="same", dilation=2)),
+]
+
+
 @pytest.mark.parametrize("kernels", [True, False])  # im2col + sparse kernels (forced) / dense (default)
-@pytest.mark.parametrize("kwargs", [dict(stride=1, padding=0), dict(stride=2, padding=1, dilation=2),
-                                    dict(padding="same")])
-def test_sparse_conv2d_matches_conv_and_gradcheck(path, kwargs, kernels):
-    torch.manual_seed(4)
-    conv = nn.Conv2d(2, 3, 3, **kwargs).double()
-    mask = _mask(conv.weight.shape, 0.4, 4)
-    layer = SparseConv2d(conv, conv.weight, mask)
+@pytest.mark.parametrize("cls,dense_cls,size,shape,density,seed,kwargs", _CONV_CASES)
+def test_sparse_conv_matches_conv_and_gradcheck(path, cls, dense_cls, size, shape, density, seed, kwargs, kernels):
+    torch.manual_seed(seed)
+    conv = dense_cls(2, 3, size, **kwargs).double()
+    mask = _mask(conv.weight.shape, density, seed)
+    layer = cls(conv, conv.weight, mask)
     if kernels:
         layer.break_even = math.inf
-    x = torch.randn(2, 2, 5, 4, dtype=torch.float64, requires_grad=True)
-    assert layer.runs_dense(2 * 5 * 4) is not kernels
-    expected = F.conv2d(x, conv.weight.detach() * mask, conv.bias, conv.stride, conv.padding, conv.dilation)
-    torch.testing.assert_close(layer(x), expected, rtol=0, atol=1e-12)
-    assert torch.autograd.gradcheck(layer, (x,))
-
-
-@pytest.mark.parametrize("kernels", [True, False])
-@pytest.mark.parametrize("kwargs", [dict(stride=2, padding=2), dict(padding="same", dilation=2)])
-def test_sparse_conv1d_matches_conv_and_gradcheck(path, kwargs, kernels):
-    torch.manual_seed(5)
-    conv = nn.Conv1d(2, 3, 4, **kwargs).double()
-    mask = _mask(conv.weight.shape, 0.5, 5)
-    layer = SparseConv1d(conv, conv.weight, mask)
-    if kernels:
-        layer.break_even = math.inf
-    assert layer.runs_dense(2 * 9) is not kernels
-    x = torch.randn(2, 2, 9, dtype=torch.float64, requires_grad=True)
-    expected = F.conv1d(x, conv.weight.detach() * mask, conv.bias, conv.stride, conv.padding, conv.dilation)
+    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    assert layer.runs_dense(shape[0] * math.prod(shape[2:])) is not kernels
+    functional = F.conv2d if dense_cls is nn.Conv2d else F.conv1d
+    expected = functional(x, conv.weight.detach() * mask, conv.bias, conv.stride, conv.padding, conv.dilation)
     torch.testing.assert_close(layer(x), expected, rtol=0, atol=1e-12)
     assert torch.autograd.gradcheck(layer, (x,))
 
