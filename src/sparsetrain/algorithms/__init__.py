@@ -33,3 +33,6 @@ from sparsetrain.algorithms.after_training import (  # noqa: E402  (pruning afte
 )
 
 __all__ += ["AfterTraining", "GlobalMagnitude", "IMP", "LAMP", "LayerAdaptiveDP", "LayerMagnitude", "PruneConfig"]
+from sparsetrain.algorithms.supermask import EdgePopup, SupermaskConfig  # noqa: E402
+
+__all__ += ["EdgePopup", "SupermaskConfig"]

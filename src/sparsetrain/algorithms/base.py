@@ -40,6 +40,8 @@ class Method:
     config_class: ClassVar[type] = MethodConfig
     needs_data: ClassVar[bool] = False
     """True if `prepare` reads training batches (pruning at initialization)."""
+    trains_weights: ClassVar[bool] = True
+    """False for methods that only select among frozen initial weights (supermasks)."""
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, *,
                  total_steps: int | None = None, steps_per_epoch: int | None = None,

@@ -103,7 +103,8 @@ def run(spec: RunSpec, *, root: str | Path, store: ResultsStore, resume: bool = 
     final = {k: history[-1][k] for k in FINAL_KEYS if k in history[-1]}
     final.update(analysis.totals(layers), itop_rate=trainer.method.itop_rate(),
                  epochs=len(history), train_time_s=time.perf_counter() - started)
-    final.update(train_samples=len(data.train), test_samples=len(data.test))
+    final.update(train_samples=len(data.train), test_samples=len(data.test),
+                 trained_weights=trainer.method.trains_weights)
     final.update(evaluate_robustness(trainer.model, data, exp))
     store.finish(run_id, final, layers)
     log(analysis.describe(layers, trainer.method.itop_rate()))

@@ -1,0 +1,80 @@
+"""A small table of test accuracy (mean ± std over seeds) for rows of run settings.
+
+    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/method_table.py supermask \\
+        --seeds 0,1,2 --out runs/bench_methods --doc docs/methods_supermask.md
+
+Each row is one flat config (the keys `sparsetrain train` takes) run once per seed through
+the experiments runner, so every run is a row in the results store under ``--out`` and a
+second call skips what finished. The suites below are the measurements of issue 19; they are
+kept small (a few epochs on 2 shared CPU cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from sparsetrain.experiments import ResultsStore, build_spec, run
+
+MNIST1D_MLP = {"model": "mlp", "dataset": "mnist1d", "batch_size": 128, "momentum": 0.9,
+               "lr_schedule": "cosine", "device": "cpu", "model_options": {"widths": [256, 256]}}
+
+SUITES: dict[str, dict] = {
+    "supermask": {
+        "title": "Untrained subnetworks (edge-popup) against trained dense, MNIST-1D, MLP 40-256-256-10",
+        "rows": [("trained dense", {**MNIST1D_MLP, "method": "dense", "epochs": 20, "lr": 0.05,
+                                    "weight_decay": 5e-4})]
+        + [(f"edge-popup, density {d} (weights untrained)",
+            {**MNIST1D_MLP, "method": "edge-popup", "density": d, "epochs": 20, "lr": 0.1,
+             "weight_decay": 1e-4}) for d in (0.1, 0.3, 0.5, 0.7)],
+    },
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("suite", choices=sorted(SUITES))
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--out", default="runs/bench_methods")
+    parser.add_argument("--doc", default=None, help="write the markdown table here")
+    args = parser.parse_args(argv)
+    suite = SUITES[args.suite]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    out = Path(args.out)
+    store = ResultsStore(out / "results.db")
+    lines = [f"## {suite['title']}", "",
+             "| run | test accuracy (mean ± std) | seeds | minutes per run |", "|---|---|---|---|"]
+    started_all = time.perf_counter()
+    for label, config in suite["rows"]:
+        accs, times = [], []
+        for seed in seeds:
+            started = time.perf_counter()
+            row = run(build_spec({**config, "seed": seed}), root=out, store=store, progress=False,
+                      log=lambda *_: None)
+            times.append(time.perf_counter() - started)
+            accs.append(100 * row["final"]["test_acc"])
+        std = statistics.stdev(accs) if len(accs) > 1 else 0.0
+        lines.append(f"| {label} | {statistics.mean(accs):.2f} ± {std:.2f} | {len(accs)} | "
+                     f"{statistics.mean(times) / 60:.1f} |")
+        print(lines[-1], flush=True)
+    command = f"OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/method_table.py {args.suite} " \
+              f"--seeds {args.seeds} --out {args.out}"
+    lines += ["", f"Command: `{command}`", "",
+              f"Settings per row (flat `sparsetrain train` keys): see `SUITES['{args.suite}']` in "
+              "`benchmarks/method_table.py`.",
+              f"Machine: {platform.machine()}, torch {torch.__version__}, CPU shared with other jobs "
+              f"(times are not benchmarks); total {(time.perf_counter() - started_all) / 60:.1f} min.", ""]
+    if args.doc:
+        Path(args.doc).write_text("\n".join(lines))
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
