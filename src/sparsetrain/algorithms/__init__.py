@@ -36,3 +36,6 @@ __all__ += ["AfterTraining", "GlobalMagnitude", "IMP", "LAMP", "LayerAdaptiveDP"
 from sparsetrain.algorithms.supermask import EdgePopup, SupermaskConfig  # noqa: E402
 
 __all__ += ["EdgePopup", "SupermaskConfig"]
+from sparsetrain.algorithms.suptickets import SupTickets, SupTicketsConfig  # noqa: E402
+
+__all__ += ["SupTickets", "SupTicketsConfig"]
