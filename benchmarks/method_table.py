@@ -28,11 +28,29 @@ MNIST1D_MLP = {"model": "mlp", "dataset": "mnist1d", "batch_size": 128, "momentu
 SUITES: dict[str, dict] = {
     "supermask": {
         "title": "Untrained subnetworks (edge-popup) against trained dense, MNIST-1D, MLP 40-256-256-10",
-        "rows": [("trained dense", {**MNIST1D_MLP, "method": "dense", "epochs": 20, "lr": 0.05,
+        "rows": [("trained dense", {**MNIST1D_MLP, "method": "dense", "epochs": 40, "lr": 0.05,
                                     "weight_decay": 5e-4})]
         + [(f"edge-popup, density {d} (weights untrained)",
-            {**MNIST1D_MLP, "method": "edge-popup", "density": d, "epochs": 20, "lr": 0.1,
-             "weight_decay": 1e-4}) for d in (0.1, 0.3, 0.5, 0.7)],
+            {**MNIST1D_MLP, "method": "edge-popup", "density": d, "epochs": 40, "lr": 0.1,
+             "weight_decay": 1e-4}) for d in (0.1, 0.3, 0.5, 0.7)]
+        + [("edge-popup, density 0.5, 4x wider (40-1024-1024-10, untrained)",
+            {**MNIST1D_MLP, "method": "edge-popup", "density": 0.5, "epochs": 40, "lr": 0.1,
+             "weight_decay": 1e-4, "model_options": {"widths": [1024, 1024]}})],
+    },
+    "suptickets": {
+        "title": "Sup-tickets against its RigL/SET underneath, MNIST-1D, MLP 40-256-256-10, density 0.1",
+        "rows": [("trained dense", {**MNIST1D_MLP, "method": "dense", "epochs": 40, "lr": 0.05, "weight_decay": 5e-4})]
+        + [(label, {**MNIST1D_MLP, "epochs": 40, "lr": 0.05, "weight_decay": 5e-4, "density": 0.1,
+                    "update_interval": 50, **extra}) for label, extra in [
+            ("RigL (drop 0.5 constant, every 50 steps)", {"method": "rigl", "drop_fraction": 0.5, "anneal": "constant"}),
+            ("Sup-tickets on RigL, CAA, 3 cycles of 2 epochs", {"method": "sup-tickets", "cycle_epochs": 2,
+                                                                "cycle_fraction": 0.15}),
+            ("Sup-tickets on RigL, EMA 0.5, 3 cycles of 2 epochs", {"method": "sup-tickets", "cycle_epochs": 2,
+                                                                    "cycle_fraction": 0.15, "superpose": "ema"}),
+            ("SET (drop 0.5 constant, every 50 steps)", {"method": "set", "drop_fraction": 0.5, "anneal": "constant"}),
+            ("Sup-tickets on SET, CAA, 3 cycles of 2 epochs", {"method": "sup-tickets", "regrowth": "random",
+                                                               "cycle_epochs": 2, "cycle_fraction": 0.15}),
+        ]],
     },
 }
 

@@ -81,21 +81,14 @@ class EdgePopup(Sparsifier):
         """Freeze the initial weights, draw the scores, and keep the top-k scores per layer."""
         cfg = self.config
         for index, w in enumerate(self.weights):
-            dense = w.values.float() if w.values.shape == w.shape else self._dense_values(w)
             density = self.targets[w.name] / w.numel if cfg.scale_fan else 1.0
-            init = frozen_init(dense, cfg.init, density, generator(self.seed, 0, "init", index))
+            init = frozen_init(w.values.float(), cfg.init, density, generator(self.seed, 0, "init", index))
             scores = torch.empty(w.shape, device=init.device)
             nn.init.kaiming_uniform_(scores, a=math.sqrt(5), generator=generator(self.seed, 0, "scores", index))
             w.module.register_buffer(_leaf(w) + SCORES_SUFFIX, scores)
             w.module.register_buffer(_leaf(w) + INIT_SUFFIX, init)
             w.set_mask(torch.zeros(w.shape, dtype=torch.bool))
             self._select(w)
-
-    @staticmethod
-    def _dense_values(w: SparseWeight) -> torch.Tensor:
-        dense = torch.zeros(w.numel, device=w.mask.device)
-        dense[w.active_index()] = w.active_values().float()
-        return dense.view(w.shape)
 
     def scores(self, w: SparseWeight) -> torch.Tensor:
         return getattr(w.module, _leaf(w) + SCORES_SUFFIX)
