@@ -15,7 +15,7 @@ def write_tsv(path, labels, series):
 
 def ts_text(name, classes, rows, *, univariate=True, header_extra=""):
     """A .ts file; rows are (label, [dimension values, ...])."""
-    lines = [f"# a comment", f"@problemName {name}", "@timeStamps false", "@missing false",
+    lines = [f"# a comment", "% an ARFF-style comment (aeon's UnitTest)", f"@problemName {name}", "@timeStamps false", "@missing false",
              f"@univariate {str(univariate).lower()}", "@equalLength true",
              f"@seriesLength {len(rows[0][1][0])}", f"@classLabel true {' '.join(classes)}", header_extra, "@data"]
     lines += [":".join(",".join(repr(float(v)) for v in dim) for dim in dims) + f":{label}" for label, dims in rows]
@@ -98,7 +98,7 @@ def test_ts_test_label_and_shape_must_match_train(tmp_path):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("1\t0.5\t0.25\n2\t0.5\tNaN\n", "has missing values (NaN) on line 2; varying-length series are not supported"),
+    ("1\t0.5\t0.25\n2\t0.5\tNaN\n", "has missing values (NaN) on line 2; for varying-length series use the dataset option pad: zero"),
     ("1\t0.5\t0.25\n2\t0.5\n", "is not a tab-separated table of numbers"),  # a truncated last line
     ("1\t0.5\tabc\n", "is not a tab-separated table of numbers"),
     ("1.5\t0.5\t0.25\n", "has class labels in its first column that are not whole numbers"),
@@ -120,3 +120,48 @@ def test_name_option_and_missing_files(tmp_path):
     with pytest.raises(UserError, match="dataset 'ucr' reads files from disk"):
         load("ucr", name="Gun")
     assert path_in_identity("ucr")
+
+
+def test_aeon_layout_reads_each_split_in_the_format_it_has(tmp_path):
+    """aeon ships <name>/<name>_TRAIN.tsv, <name>_TRAIN.ts and <name>_TEST.ts (no _TEST.tsv)."""
+    rng = np.random.default_rng(2)
+    train = [(lab, rng.normal(size=(1, 6))) for lab in ("2", "1", "2")]
+    test = [(lab, rng.normal(size=(1, 6))) for lab in ("1", "2")]
+    folder = tmp_path / "GunPoint"
+    folder.mkdir()
+    (folder / "GunPoint_TRAIN.ts").write_text(ts_text("GunPoint", ["1", "2"], train))
+    (folder / "GunPoint_TEST.ts").write_text(ts_text("GunPoint", ["1", "2"], test))
+    write_tsv(folder / "GunPoint_TRAIN.tsv", [9, 9, 9], rng.normal(size=(3, 6)))  # not read: both splits have .ts
+    s = load("ucr", data_dir=str(tmp_path), name="GunPoint", val_fraction=0.0)
+    assert s.train.y.tolist() == [1, 0, 1] and s.test.y.tolist() == [0, 1]
+    np.testing.assert_array_equal(s.train.x.numpy(), np.stack([d for _, d in train]).astype(np.float32))
+    (folder / "GunPoint_TRAIN.ts").unlink()  # now the train split exists only as .tsv: read it, .ts for test
+    x_train = rng.normal(size=(3, 6))
+    write_tsv(folder / "GunPoint_TRAIN.tsv", [2, 1, 1], x_train)
+    s = load("ucr", data_dir=str(tmp_path), name="GunPoint", val_fraction=0.0)
+    assert s.train.y.tolist() == [1, 0, 0] and s.test.y.tolist() == [0, 1]  # tsv 2 is the .ts class "2"
+    np.testing.assert_array_equal(s.train.x.numpy(), x_train[:, None].astype(np.float32))
+
+
+def test_unequal_lengths_are_padded_with_zeros_on_request(tmp_path):
+    text = ("@problemName V\n@univariate false\n@dimensions 2\n@equalLength false\n@classLabel true a b\n@data\n"
+            "1,2,3:4,5,6:a\n7,8:9,10:b\n")
+    (tmp_path / "V_TRAIN.ts").write_text(text)
+    (tmp_path / "V_TEST.ts").write_text("@classLabel true a b\n@equalLength false\n@data\n1,2,3,4:5,6,7,8:b\n")
+    with pytest.raises(UserError, match="has @equalLength false; for varying-length series use the dataset option pad: zero"):
+        load("ucr", data_dir=str(tmp_path), name="V")
+    s = load("ucr", data_dir=str(tmp_path), name="V", val_fraction=0.0, pad="zero")
+    assert s.input_shape == (2, 4)
+    assert s.train.x.tolist() == [[[1, 2, 3, 0], [4, 5, 6, 0]], [[7, 8, 0, 0], [9, 10, 0, 0]]]
+    assert s.test.x.tolist() == [[[1, 2, 3, 4], [5, 6, 7, 8]]] and s.test.y.tolist() == [1]
+    (tmp_path / "V_TRAIN.ts").unlink()
+    (tmp_path / "V_TEST.ts").unlink()
+    (tmp_path / "V_TRAIN.tsv").write_text("1\t0.5\t0.25\tNaN\n2\t1\t2\t3\n")  # UCR 2018: NaN after a short series
+    (tmp_path / "V_TEST.tsv").write_text("1\t4\tNaN\tNaN\n")
+    s = load("ucr", data_dir=str(tmp_path), name="V", val_fraction=0.0, pad="zero")
+    assert s.train.x.tolist() == [[[0.5, 0.25, 0]], [[1, 2, 3]]] and s.test.x.tolist() == [[[4, 0, 0]]]
+    (tmp_path / "V_TEST.tsv").write_text("1\t4\tNaN\t5\n")
+    with pytest.raises(UserError, match="has missing values \\(NaN\\) on line 1 inside the series"):
+        load("ucr", data_dir=str(tmp_path), name="V", pad="zero")
+    with pytest.raises(UserError, match="option pad must be one of none, zero"):
+        load("ucr", data_dir=str(tmp_path), name="V", pad="edge")
