@@ -23,7 +23,8 @@ Where we differ from the reference (no ImageMagick, no shipped texture files):
   ``2*ceil(radius)+1`` taps along ``angle``, applied with ``cv2.filter2D`` and edge
   replication;
 - frost blends with a procedural ice texture drawn from the seed (`frost_texture`)
-  instead of the six frost photographs the reference ships;
+  instead of crops of the frost photographs the reference ships; the texture has the
+  crops' mean, channel means and within-crop spread, not their spatial pattern;
 - size-dependent constants written for 32x32 (glass-blur sweep, plasma size, elastic
   ``IMSIZE``) follow the actual image size.
 """
@@ -147,12 +148,25 @@ def _to_uint8_pil(x: np.ndarray) -> Image.Image:
     return Image.fromarray(np.uint8(np.clip(x, 0, 1) * 255))
 
 
+FROST_CHANNEL_MEANS = np.array([0.561, 0.647, 0.695])
+"""RGB means of the reference's frost crops (frost1-5, resized by 0.2, 32x32 crops)."""
+FROST_CROP_STD = 0.115
+"""Mean over crops of ``np.std(crop)`` (all pixels and channels) of the reference's crops."""
+
+
 def frost_texture(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     """A procedural frost texture (H, W, 3) in [0, 1], drawn from ``rng``.
 
-    Our stand-in for the frost photographs of the reference: a bluish-white haze (a
-    plasma fractal) under thin bright ice needles (random branching line segments),
-    lightly blurred; mean brightness about 0.5 like the reference crops.
+    Our stand-in for the frost photographs of the reference generator (hendrycks/robustness
+    ``make_cifar_c.py``: a random 32x32 crop of one of frost1-5 resized by 0.2, blended as
+    ``c0 * x + c1 * frost``). The structure is ours: a plasma-fractal haze under thin bright
+    ice needles (random kinked line segments drawn at 4x and downsampled). Its statistics
+    are the reference crops': the structure is standardised within the crop and mapped to
+    the crops' RGB means 0.561/0.647/0.695 (overall mean 0.634) with the spread that makes
+    the within-crop standard deviation over all values 0.115 (the channel offsets give the
+    rest). What stays different: the spatial pattern (real ice photographs versus our
+    needles and haze), the crop-to-crop variation of mean and contrast (ours is the same
+    for every crop) and the shape of the value distribution (clipped at 0 and 1).
     """
     scale = 4  # draw at 4x resolution, then downsample (anti-aliased needles)
     big_h, big_w = h * scale, w * scale
@@ -168,10 +182,12 @@ def frost_texture(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
             x, y = x + 0.5 * (x2 - x), y + 0.5 * (y2 - y)
             angle += rng.uniform(-1.0, 1.0)
     needles = cv2.resize(cv2.GaussianBlur(needles, (3, 3), 0.8), (w, h), interpolation=cv2.INTER_AREA)
-    haze = _plasma(h, w, 1.8, rng)
-    value = np.clip(0.35 * haze + 0.25 + 1.2 * needles, 0, 1)
-    tint = np.array([0.82, 0.9, 1.0])  # ice is bluish white
-    return np.clip(value[..., None] * tint, 0, 1)
+    value = 0.35 * _plasma(h, w, 1.8, rng) + 1.2 * needles
+    spread = value.std()
+    z = (value - value.mean()) / spread if spread > 1e-12 else np.zeros_like(value)
+    # total variance = spread^2 + variance of the channel means, so solve for the spread
+    within = math.sqrt(FROST_CROP_STD ** 2 - FROST_CHANNEL_MEANS.var())
+    return np.clip(FROST_CHANNEL_MEANS + within * z[..., None], 0, 1)
 
 
 # --- noise -----------------------------------------------------------------------------
@@ -216,15 +232,29 @@ def gaussian_blur(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.
 @register_corruption("glass_blur", help="blur, local pixel shuffling, blur")
 def glass_blur(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
     sigma, delta, iterations = [(0.05, 1, 1), (0.25, 1, 1), (0.4, 1, 1), (0.25, 1, 2), (0.4, 1, 2)][severity - 1]
-    img = np.uint8(_blur(x, sigma) * 255)
+    img = glass_shuffle(np.uint8(_blur(x, sigma) * 255), delta, iterations, rng)
+    return np.clip(_blur(img / 255.0, sigma), 0, 1)
+
+
+def glass_shuffle(img: np.ndarray, delta: int, iterations: int, rng: np.random.Generator) -> np.ndarray:
+    """Glass blur's local "shuffle", in place, exactly as the reference generator does it.
+
+    The reference (``glass_blur`` in hendrycks/robustness ``make_cifar_c.py``) walks the
+    pixels from the bottom-right corner and writes
+    ``x[h, w], x[h', w'] = x[h', w'], x[h, w]``: the right side holds numpy *views*, so the
+    first assignment copies the neighbour into ``(h, w)`` and the second writes that same
+    value back. The published CIFAR-10-C therefore *copies* the neighbour's pixel rather
+    than swapping the two; we do the same so that glass-blur errors (and mCE) compare with
+    published numbers. Offsets ``dx, dy`` are drawn in that order from ``[-delta, delta)``
+    (the reference's ``randint(-d, d)``, upper bound excluded).
+    """
     h, w = img.shape[:2]
     for _ in range(iterations):
         for row in range(h - delta, delta, -1):
             for col in range(w - delta, delta, -1):
-                dx, dy = rng.integers(-delta, delta, size=2)  # the reference's randint(-d, d)
-                r2, c2 = row + dy, col + dx
-                img[row, col], img[r2, c2] = img[r2, c2].copy(), img[row, col].copy()
-    return np.clip(_blur(img / 255.0, sigma), 0, 1)
+                dx, dy = rng.integers(-delta, delta, size=2)
+                img[row, col] = img[row + dy, col + dx]
+    return img
 
 
 @register_corruption("defocus_blur", help="blur with an anti-aliased disk, radius 0.3..1.5")

@@ -217,3 +217,69 @@ def test_missing_or_malformed_files_are_user_errors(tmp_path):
     np.save(tmp_path / "fog.npy", np.zeros((4, 8, 8, 3), np.uint8))
     with pytest.raises(UserError, match="expected"):
         read_corrupted(tmp_path, "fog")
+
+
+class ScriptedRng:
+    """Stands in for a Generator: ``integers`` returns the scripted offsets in order."""
+
+    def __init__(self, draws):
+        self.draws = list(draws)
+
+    def integers(self, low, high, size):
+        return np.array(self.draws.pop(0))
+
+
+def test_glass_shuffle_copies_the_neighbour_like_the_reference_views_by_hand():
+    from sparsetrain.scenarios.corruptions import glass_shuffle
+    img = (10 * np.arange(4)[:, None] + np.arange(4)[None, :]).astype(np.uint8)[..., None]
+    # pixels visited (3,3), (3,2), (2,3), (2,2); each draw is (dx, dy)
+    rng = ScriptedRng([(-1, -1), (0, -1), (-1, 0), (-1, -1)])
+    out = glass_shuffle(img.copy(), 1, 1, rng)[..., 0]
+    # x[h,w] <- x[h+dy, w+dx], read after the earlier copies: (3,3)<-22, (3,2)<-22,
+    # (2,3)<-22, (2,2)<-11; a true swap would give [20, 21, 32, 33] / [30, 31, 22, 22]
+    expected = np.array([[0, 1, 2, 3], [10, 11, 12, 13], [20, 21, 11, 22], [30, 31, 22, 22]])
+    np.testing.assert_array_equal(out, expected)
+    assert rng.draws == []
+
+
+def reference_glass_blur(x: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
+    """make_cifar_c.py's glass_blur transcribed: 0..255 in, 0..255 out, tuple assignment of numpy views."""
+    from skimage.filters import gaussian
+    sigma, delta, iterations = [(0.05, 1, 1), (0.25, 1, 1), (0.4, 1, 1), (0.25, 1, 2), (0.4, 1, 2)][severity - 1]
+    x = np.uint8(gaussian(np.array(x) / 255., sigma=sigma, channel_axis=-1) * 255)
+    for _ in range(iterations):
+        for h in range(32 - delta, delta, -1):
+            for w in range(32 - delta, delta, -1):
+                dx, dy = rng.integers(-delta, delta, size=(2,))
+                h_prime, w_prime = h + dy, w + dx
+                x[h, w], x[h_prime, w_prime] = x[h_prime, w_prime], x[h, w]
+    return np.clip(gaussian(x / 255., sigma=sigma, channel_axis=-1), 0, 1) * 255
+
+
+@pytest.mark.parametrize("severity", SEVERITIES)
+def test_glass_blur_is_bit_for_bit_the_reference_on_cifar_sized_uint8(severity):
+    from sparsetrain.scenarios.corruptions import glass_blur
+    image = np.uint8(natural(32, 32, 3, seed=severity) * 255)
+    expected = np.uint8(reference_glass_blur(image, severity, np.random.default_rng(7)))
+    ours = np.uint8(glass_blur(image / 255.0, severity, np.random.default_rng(7)) * 255)
+    np.testing.assert_array_equal(ours, expected)
+
+
+def test_frost_texture_has_the_statistics_of_the_reference_crops():
+    # frost1-5 of hendrycks/robustness, resized by 0.2, random 32x32 crops (as make_cifar_c.py):
+    # mean 0.635, np.std of a crop 0.115 on average, RGB means 0.561 / 0.647 / 0.695
+    from sparsetrain.scenarios.corruptions import frost_texture
+    crops = np.stack([frost_texture(32, 32, np.random.default_rng(i)) for i in range(48)])
+    assert crops.min() >= 0 and crops.max() <= 1
+    assert abs(crops.mean() - 0.635) < 0.002
+    assert abs(np.mean([c.std() for c in crops]) - 0.115) < 0.002
+    np.testing.assert_allclose(crops.mean(axis=(0, 1, 2)), [0.561, 0.647, 0.695], atol=0.002)
+
+
+@pytest.mark.parametrize("severity", SEVERITIES)
+def test_frost_is_the_reference_blend_with_the_texture(severity):
+    from sparsetrain.scenarios.corruptions import frost, frost_texture
+    keep, amount = [(1, 0.2), (1, 0.3), (0.9, 0.4), (0.85, 0.4), (0.75, 0.45)][severity - 1]
+    image = natural(32, 32, 3, seed=severity)
+    expected = np.clip(keep * image + amount * frost_texture(32, 32, np.random.default_rng(5)), 0, 1)
+    np.testing.assert_allclose(frost(image, severity, np.random.default_rng(5)), expected, atol=1e-12)
