@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any, ClassVar, Iterable
+from typing import Any, ClassVar, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from sparsetrain.algorithms.base import Sparsifier, SparsityConfig
 from sparsetrain.algorithms.pruning import ALLOCATIONS, apply_masks, distribution_options, masks_from_scores
@@ -17,6 +19,25 @@ from sparsetrain.criteria import CRITERIA, score
 from sparsetrain.errors import UserError
 
 ROUND_SCHEDULES = ("exponential", "linear")
+BN_MODES = ("eval", "train")
+
+
+@contextmanager
+def scoring_mode(model: nn.Module, mode: str) -> Iterator[None]:
+    """Run the block with ``model`` in ``mode`` ("eval" or "train"); afterwards the model's
+    mode and every batch-norm running statistic are as before (scoring changes nothing)."""
+    was_training = model.training
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._NormBase)]
+    saved = [{k: v.clone() for k, v in m.named_buffers(recurse=False)} for m in norms]
+    model.train(mode == "train")
+    try:
+        yield
+    finally:
+        model.train(was_training)
+        with torch.no_grad():
+            for m, buffers in zip(norms, saved):
+                for k, v in buffers.items():
+                    getattr(m, k).copy_(v)
 
 
 @dataclass(frozen=True)
@@ -32,6 +53,10 @@ class PaIConfig(SparsityConfig):
                                  "(exponential) or 1 - (1 - density) r/R (linear)", choices=ROUND_SCHEDULES)
     prune_batches: int = option(1, "training batches joined into the one batch the criterion reads")
     temperature: float = option(200.0, "GraSP only: logits are divided by this (200 in the reference code)")
+    bn_mode: str = option("eval", "mode the network is scored in: eval (batch norm uses its running "
+                          "statistics, as ganguli-lab/Synaptic-Flow's prune_loop for every pruner) or train "
+                          "(batch statistics, as alecwangcq/GraSP); SynFlow always scores in eval mode",
+                          choices=BN_MODES)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -49,6 +74,13 @@ class PaI(Sparsifier):
     ``rounds`` rounds (each round re-scores the network pruned so far and keeps the top of
     what is left); training then keeps the mask fixed. `step()` before `prepare` is an error.
     ``snip``, ``grasp`` and ``synflow`` are this method with the paper's criterion and rounds.
+
+    The network is scored in eval mode by default (``bn_mode``), whatever mode it is in
+    (the Trainer keeps it in train mode): batch norm then normalises with its running
+    statistics, as ``prune_loop`` of ganguli-lab/Synaptic-Flow does for SNIP, GraSP and
+    SynFlow. ``bn_mode="train"`` scores with batch statistics, as alecwangcq/GraSP does;
+    the two keep different weights wherever batch norm follows a pruned layer. Either
+    way the model's mode and running statistics are left as they were.
     """
 
     name = "pai"
@@ -86,8 +118,9 @@ class PaI(Sparsifier):
             raise UserError(f"{self.name} with criterion {cfg.criterion!r} needs training batches in prepare()")
         own = {"temperature": cfg.temperature} if "temperature" in CRITERIA.options(cfg.criterion) else {}
         for r in range(1, cfg.rounds + 1):
-            scores = score(cfg.criterion, self.model, batch, weights=self.weights,
-                           loss_fn=F.cross_entropy, seed=self.seed * 100_003 + r, **own)
+            with scoring_mode(self.model, cfg.bn_mode):
+                scores = score(cfg.criterion, self.model, batch, weights=self.weights,
+                               loss_fn=F.cross_entropy, seed=self.seed * 100_003 + r, **own)
             masks = masks_from_scores(scores, self.round_density(r), allocation=cfg.allocation,
                                       distribution=cfg.distribution, allowed={w.name: w.mask for w in self.weights},
                                       seed=self.seed, step=r, **distribution_options(cfg, scores))
@@ -120,7 +153,8 @@ class SNIPConfig(PaIConfig):
 @register_method("snip", help="prune at init by |g * w| on a batch, global ranking (Lee et al. 2019)")
 class SNIP(PaI):
     """Lee et al. 2019, "SNIP: Single-shot Network Pruning based on Connection Sensitivity",
-    ICLR: one batch, one round, keep the globally highest |g ⊙ w|."""
+    ICLR: one batch, one round, keep the globally highest |g ⊙ w|, scored in eval mode as
+    ganguli-lab/Synaptic-Flow (``Pruners/pruners.py`` SNIP under ``prune_loop``)."""
 
     name = "snip"
     config_class: ClassVar[type] = SNIPConfig
@@ -136,7 +170,9 @@ class GraSPConfig(PaIConfig):
 class GraSP(PaI):
     """Wang et al. 2020, "Picking Winning Tickets Before Training by Preserving Gradient
     Flow", ICLR: one round, global ranking, removes the weights with the highest −θ ⊙ Hg
-    (see `sparsetrain.criteria.grasp`), logits at temperature 200 as in the reference."""
+    (see `sparsetrain.criteria.grasp`), logits at temperature 200 as in the reference code
+    (alecwangcq/GraSP, ``pruner/GraSP.py``). Scored in eval mode by default as
+    ganguli-lab/Synaptic-Flow; ``bn_mode="train"`` scores with batch statistics as alecwangcq's."""
 
     name = "grasp"
     config_class: ClassVar[type] = GraSPConfig

@@ -103,3 +103,48 @@ def test_state_dict_restores_prepared_targets():
     fresh.load_state_dict(state)
     assert fresh.prepared and fresh.current_targets() == method.current_targets()
     fresh.prepare(iter(_batches()))  # no-op after a resume
+
+
+def _bn_model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
+
+
+def _snip_masks_by_hand(mode, x, y, density):
+    """SNIP's global top-k of |g * w| with the network in ``mode``, on a fresh copy of _bn_model."""
+    model = _bn_model().train(mode == "train")
+    names = ["0.weight", "3.weight"]
+    params = [model.get_parameter(n) for n in names]
+    grads = torch.autograd.grad(F.cross_entropy(model(x), y), params)
+    return _global_top({n: (g * p).abs().detach() for n, p, g in zip(names, params, grads)},
+                       round(density * (48 + 24)))
+
+
+@pytest.mark.parametrize("method_name", ["snip", "grasp", "pai"])
+def test_bn_mode_defaults_to_eval_as_synaptic_flow(method_name):
+    from sparsetrain.algorithms.pai import PaIConfig
+    assert PaIConfig.__dataclass_fields__["bn_mode"].default == "eval"
+    method = create(method_name, _bn_model(), density=0.3)
+    assert method.config.bn_mode == "eval"
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_snip_scores_in_the_chosen_batch_norm_mode_and_leaves_the_model_as_it_was(mode):
+    g = torch.Generator().manual_seed(3)
+    x, y = 2 + 3 * torch.randn(16, 6, generator=g), torch.randint(0, 3, (16,), generator=g)
+    expected = _snip_masks_by_hand(mode, x, y, 0.3)
+    other = _snip_masks_by_hand("train" if mode == "eval" else "eval", x, y, 0.3)
+    assert any(not torch.equal(expected[n], other[n]) for n in expected)  # the mode matters here
+    model = _bn_model().train()  # as under the Trainer
+    bn = model[1]
+    method = create("snip", model, density=0.3, bn_mode=mode)
+    method.prepare(iter([(x, y)]))
+    assert all(torch.equal(w.mask, expected[w.name]) for w in method.weights)
+    assert model.training and bn.training
+    assert torch.equal(bn.running_mean, torch.zeros(8)) and torch.equal(bn.running_var, torch.ones(8))
+    assert int(bn.num_batches_tracked) == 0
+
+
+def test_bad_bn_mode_is_a_config_error():
+    with pytest.raises(UserError, match="bn_mode"):
+        create("snip", _bn_model(), density=0.3, bn_mode="as_is")
