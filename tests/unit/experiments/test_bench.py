@@ -5,7 +5,7 @@ import pytest
 from sparsetrain.algorithms import METHODS
 from sparsetrain.errors import UserError
 from sparsetrain.experiments import ResultsStore
-from sparsetrain.experiments.bench import LOTTERY, expand_grid, list_presets, plan_grid, read_grid, run_grid
+from sparsetrain.experiments.bench import LOTTERY, LotteryGrid, expand_grid, list_presets, plan_grid, read_grid, run_grid
 from sparsetrain.experiments.pruning import LotteryConfig, ticket_levels
 
 TINY = {"dataset": "digits", "model": "mlp", "model_options": {"widths": [8]}, "epochs": 1,
@@ -98,3 +98,34 @@ def test_an_interrupted_grid_trains_only_the_unfinished_run(tmp_path):
     assert all(after[k] == before[k] for k in after if k != runs[1].run_id)
     assert run_grid(runs, tmp_path, log=logs.append)["trained"] == []
     assert "4 runs, 3 already finished, 1 to train" in "\n".join(logs)
+
+
+def test_cifar10_hard_snip_keeps_the_snip_layer_ratios_at_random_positions_as_the_study():
+    # QiaoXiao7282/hard_sample_learners sparse_init_func("snip"): per-layer densities from the
+    # global SNIP ranking, then mask positions redrawn at random
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    from sparsetrain.algorithms import create
+    grid = read_grid(preset="cifar10-hard")
+    grid["base"]["dataset"] = "digits"
+    snips = [r for r in expand_grid(grid, where="cifar10-hard")
+             if not isinstance(r, LotteryGrid) and r.spec.experiment.method == "snip"]
+    assert snips and {r.spec.method.allocation for r in snips} == {"ratios"}
+    options = {k: v for k, v in grid["method_options"]["snip"].items()}
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(10, 12), nn.ReLU(), nn.Linear(12, 4))
+    x, y = torch.randn(20, 10), torch.randint(0, 4, (20,))
+    names = ["0.weight", "2.weight"]
+    params = [model.get_parameter(n) for n in names]
+    grads = torch.autograd.grad(F.cross_entropy(model(x), y), params)
+    flat = torch.cat([(g * p).abs().reshape(-1) for g, p in zip(grads, params)])
+    keep = torch.zeros_like(flat, dtype=torch.bool)
+    keep[flat.topk(round(0.25 * flat.numel())).indices] = True
+    top = dict(zip(names, [k.view_as(p) for k, p in zip(keep.split([p.numel() for p in params]), params)]))
+    method = create("snip", model, density=0.25, **options)
+    method.prepare(iter([(x, y)]))
+    masks = {w.name: w.mask for w in method.weights}
+    assert {n: int(m.sum()) for n, m in masks.items()} == {n: int(t.sum()) for n, t in top.items()}
+    assert any(not torch.equal(masks[n], top[n]) for n in names)  # positions are not SNIP's own
