@@ -25,7 +25,8 @@ from sparsetrain.experiments import ExperimentConfig, ResultsStore, build_spec, 
 from sparsetrain.experiments.spec import config_fields
 from sparsetrain.models import MODELS
 from sparsetrain.reporting import comparison_table, format_table, plot_comparison
-from sparsetrain.reporting import study_groups, study_table, write_study_report
+from sparsetrain.reporting import write_study_report
+from sparsetrain.reporting.groups import not_finished, short_ids
 from sparsetrain.scenarios import SCENARIOS
 from sparsetrain.sparse import BACKENDS
 
@@ -114,7 +115,8 @@ def cmd_train(argv: Sequence[str]) -> int:
     with ResultsStore(out / "results.db") as store:
         runs = [run(spec, root=out, store=store, resume=control["resume"], force=control["force"],
                     progress=not control["no_progress"]) for spec in specs]
-    print("\n" + comparison_table(runs))
+        among = _all_ids(store)
+    print("\n" + comparison_table(runs, among=among))
     return 0
 
 
@@ -161,7 +163,9 @@ def _open_store(out: str) -> ResultsStore:
 
 
 def cmd_report(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="sparsetrain report", description="Table of finished runs.")
+    parser = argparse.ArgumentParser(prog="sparsetrain report", description="Table of the stored runs: one row "
+                                     "per configuration over its seeds, with the run ids `sparsetrain show` accepts; "
+                                     "runs that did not finish are listed apart.")
     parser.add_argument("--out", default=DEFAULT_OUT, help="folder holding results.db")
     for key in ("method", "model", "dataset"):
         parser.add_argument(f"--{key}", help=f"only runs with this {key}")
@@ -170,30 +174,56 @@ def cmd_report(argv: Sequence[str]) -> int:
     args = parser.parse_args(argv)
     filters = {k: getattr(args, k) for k in ("method", "model", "dataset") if getattr(args, k)}
     with _open_store(args.out) as store:
-        runs = store.runs(**filters)
-        histories = _robust_histories(store, runs)
+        runs = store.runs(status=None, **filters)
+        among = _all_ids(store)
+        histories = _histories(store, runs if args.html else [r for r in runs if _adversarial(r)])
     if not runs:
-        raise UserError("no finished runs match; see `sparsetrain report` without filters")
-    print(comparison_table(runs))
-    if len(study_groups(runs)) > 1:
-        print("\nPer setup and scenario (test accuracy mean ± std over seeds; Δ = difference to dense):")
-        print(study_table(runs))
+        raise UserError("no runs match; see `sparsetrain report` without filters")
+    finished = [r for r in runs if r.get("status") == "finished"]
+    if finished:
+        print(comparison_table(finished, among=among))
+        print("\nOne row per configuration (all but the seed); seeds: its distinct seeds; ± std only with "
+              "2 or more seeds; Δ vs the dense run of the same setup, scenario and training settings.")
+    else:
+        print("no finished runs")
+    others = not_finished(runs)
+    if others:
+        print("\nNot a result (never averaged into a row):")
+        print(_unfinished_table(others, among))
     from sparsetrain.reporting.robustness import has_robustness, robustness_table
 
-    if any(has_robustness(r) for r in runs):
-        print("\nRobustness (mean ± std over seeds; mCE vs the dense run of the same setup, scenario and seed):")
-        print(robustness_table(runs))
-    figure = plot_comparison(runs, args.plot) if args.plot else None
+    if any(has_robustness(r) for r in finished):
+        print("\nRobustness (mean ± std over seeds; mCE vs the dense run of the same training settings and seed):")
+        print(robustness_table(finished))
+    figure = plot_comparison(finished, args.plot) if args.plot else None
     if args.html:
-        report = write_study_report(runs, args.html, title="sparsetrain report", figure=figure, histories=histories)
+        report = write_study_report(runs, args.html, title="sparsetrain report", figure=figure,
+                                    histories=histories, among=among)
         print(f"report: {report}")
     return 0
 
 
-def _robust_histories(store: ResultsStore, runs: Sequence[dict]) -> dict[str, list[dict]]:
-    """Stored epochs of the adversarially trained runs (their robust accuracy per epoch)."""
-    return {r["run_id"]: store.epochs(r["run_id"]) for r in runs
-            if (r.get("config") or {}).get("adversarial_training")}
+def _unfinished_table(runs: Sequence[dict], among: Sequence[str]) -> str:
+    """Runs that are no result: short id, status, method, density and the first line of why."""
+    ids = short_ids([r["run_id"] for r in runs], among)
+    rows = [{"run": i, "status": r.get("status"), "method": r.get("method"),
+             "density": r.get("density"), "why": (r.get("error") or "").splitlines()[0][:100] if r.get("error") else ""}
+            for i, r in zip(ids, runs)]
+    return format_table(rows, [(k, k) for k in ("run", "status", "method", "density", "why")])
+
+
+def _all_ids(store: ResultsStore) -> list[str]:
+    """Every run id in ``store``: shortened ids must be unique among them to reach `show`."""
+    return [r["run_id"] for r in store.runs(status=None)]
+
+
+def _adversarial(run: dict) -> bool:
+    return bool((run.get("config") or {}).get("adversarial_training"))
+
+
+def _histories(store: ResultsStore, runs: Sequence[dict]) -> dict[str, list[dict]]:
+    """Stored epochs of ``runs`` (their learning curves; robust accuracy per epoch when trained so)."""
+    return {r["run_id"]: store.epochs(r["run_id"]) for r in runs}
 
 
 def cmd_show(argv: Sequence[str]) -> int:
@@ -236,7 +266,8 @@ def cmd_prune(argv: Sequence[str]) -> int:
                         finetune_epochs=args.finetune_epochs, overrides=overrides,
                         progress=not args.no_progress)
         parent = find_run(store, args.run)
-    print("\n" + comparison_table([parent, row]))
+        among = _all_ids(store)
+    print("\n" + comparison_table([parent, row], among=among))
     return 0
 
 
@@ -288,7 +319,8 @@ def cmd_soup(argv: Sequence[str]) -> int:
     args = parser.parse_args(argv)
     with _open_store(args.out) as store:
         row = soup_runs(store, args.out, args.runs, greedy=args.greedy)
-    print("\n" + comparison_table([row]))
+        among = _all_ids(store)
+    print("\n" + comparison_table([row], among=among))
     return 0
 
 
@@ -367,11 +399,12 @@ def cmd_bench(argv: Sequence[str]) -> int:
     with ResultsStore(out / "results.db") as store:
         ids = {entry.run_id for entry in plan_grid(runs, out) if entry.reported}
         finished = [r for r in store.runs() if r["run_id"] in ids]
-        histories = _robust_histories(store, finished)
+        histories = _histories(store, finished)
+        among = _all_ids(store)
     if finished:
-        print("\n" + study_table(finished))
+        print("\n" + study_table(finished, among=among))
         report = write_study_report(finished, out / "report.html", title=f"sparsetrain bench: {where}",
-                                    histories=histories)
+                                    histories=histories, among=among)
         print(f"\nreport: {report}  (again: sparsetrain report --out {out} --html FILE)")
     if result["failed"]:
         print(f"sparsetrain: {len(result['failed'])} runs failed: {', '.join(result['failed'])}", file=sys.stderr)

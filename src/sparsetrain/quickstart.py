@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from sparsetrain.experiments import ResultsStore, build_spec, run
-from sparsetrain.reporting import comparison_table, plot_comparison, write_html_report
+from sparsetrain.reporting import comparison_table, plot_comparison, write_study_report
 
 METHODS = ("dense", "static", "set", "rigl", "mest")
 SETTINGS: dict[str, Any] = {
@@ -39,10 +39,12 @@ def run_quickstart(out: str | Path, *, epochs: int = SETTINGS["epochs"], seeds: 
         for spec in specs:
             log(f"training {spec.experiment.method} (seed {spec.experiment.seed}) ...")
             runs.append(run(spec, root=out, store=store, force=force, progress=progress, log=quiet))
-    table = comparison_table(runs)
+        histories = {r["run_id"]: store.epochs(r["run_id"]) for r in runs}
+        among = [r["run_id"] for r in store.runs(status=None)]
+    table = comparison_table(runs, among=among)
     figure = plot_comparison(runs, out / "quickstart.png")
-    report = write_html_report(runs, out / "quickstart.html", figure=figure,
-                               title="sparsetrain quickstart: 90% sparse 1D CNN on MNIST-1D")
+    report = write_study_report(runs, out / "quickstart.html", figure=figure, histories=histories, among=among,
+                                title="sparsetrain quickstart: 90% sparse 1D CNN on MNIST-1D")
     log("\n" + table)
     log(f"\nfigure: {figure}\nreport: {report}")
     return {"figure": figure, "report": report, "store": out / "results.db"}

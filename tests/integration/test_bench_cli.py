@@ -36,7 +36,9 @@ def test_bench_grid_then_report(tmp_path, capsys, monkeypatch):
     assert "8 runs, 0 already finished, 8 to train" in text
     assert "Δ vs dense" in text and "label_noise=0.4" in text
     html = (one / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 2 and "label_noise=0.4" in html
+    # accuracy vs density, per-layer density, and the learning curves of each of the 8 runs
+    assert html.count("data:image/png;base64,") == 2 + 8 and "label_noise=0.4" in html
+    assert html.count('alt="learning curves of ') == 8
 
     # parallel processes give exactly the same runs and results
     assert main(["bench", str(grid), "--out", str(two), "--jobs", "2", "--threads", "1"]) == 0
@@ -55,8 +57,8 @@ def test_bench_grid_then_report(tmp_path, capsys, monkeypatch):
     report = tmp_path / "report.html"
     assert main(["report", "--out", str(one), "--html", str(report)]) == 0
     text = capsys.readouterr().out
-    assert "Per setup and scenario" in text and "mnist1d/mlp" in text and "label_noise=0.4" in text
-    assert report.read_text().count("data:image/png;base64,") == 2
+    assert "One row per configuration" in text and "mnist1d/mlp" in text and "label_noise=0.4" in text
+    assert report.read_text().count("data:image/png;base64,") == 2 + 8
 
 
 def test_bench_rejects_unregistered_methods_and_bad_flags(tmp_path, capsys):

@@ -33,7 +33,7 @@ def test_prune_fine_tunes_a_finished_run_and_the_report_shows_it(tmp_path, capsy
     assert _rows(out, "SELECT parent_run FROM links WHERE run_id = '%s'" % child[0]) == [(parent[0],)]
     assert main(["report", "--out", str(out)]) == 0
     report = capsys.readouterr().out
-    assert any(line.split()[:2] == ["prune-lamp", "0.2"] for line in report.splitlines())
+    assert any(line.split()[1:3] == ["prune-lamp", "0.2"] for line in report.splitlines())
     assert main(["prune", parent[0][:6], "--method", "lamp", "--density", "1.5", "--out", str(out)]) == 2
     assert "density must be in (0, 1]" in capsys.readouterr().err
     assert main(["prune", "zzz", "--method", "lamp", "--density", "0.5", "--out", str(out)]) == 2

@@ -1,6 +1,11 @@
-"""Tables, plots and HTML reports built only from the results store's run dicts."""
+"""Tables, plots and HTML reports built only from the results store's run dicts.
 
-from sparsetrain.reporting.html import write_html_report
+Every table and figure shows one row per experiment (`groups.experiment_groups`: one
+resolved configuration over its distinct seeds); runs that did not finish are listed apart.
+"""
+
+from sparsetrain.reporting.groups import experiment_groups, not_finished
+from sparsetrain.reporting.html import write_html_report, write_study_report
 from sparsetrain.reporting.plots import plot_comparison
 from sparsetrain.reporting.pruning import level_table
 from sparsetrain.reporting.tables import (
@@ -16,14 +21,15 @@ from sparsetrain.reporting.study import (
     study_groups,
     study_rows,
     study_table,
-    write_study_report,
 )
 
 __all__ = [
     "comparison_rows",
     "comparison_table",
+    "experiment_groups",
     "format_table",
     "level_table",
+    "not_finished",
     "plot_comparison",
     "summarize_runs",
     "write_html_report",

@@ -1,20 +1,21 @@
-"""A self-contained HTML report: comparison table, figure and per-layer tables of each run."""
+"""The self-contained HTML report: one row per experiment with its configuration, the
+figures, the runs that are no result, and every run's learning curves and layers."""
 
 from __future__ import annotations
 
 import base64
 import html
 import os
+import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from sparsetrain.atomic import atomic_write_text
-from sparsetrain.reporting.tables import (
-    COMPARISON_COLUMNS,
-    comparison_rows,
-    format_value,
-    human_count,
-)
+from sparsetrain.reporting.curves import has_curves, plot_run_curves
+from sparsetrain.reporting.groups import diff_keys, experiment_groups, format_setting, not_finished, row_label
+from sparsetrain.reporting.robustness import robustness_html
+from sparsetrain.reporting.study import plot_accuracy_vs_density, plot_layer_densities, seeds_note, study_rows
+from sparsetrain.reporting.tables import COMPARISON_COLUMNS, TEXT_COLUMNS, format_value, human_count
 
 LAYER_COLUMNS: list[tuple[str, str]] = [
     ("name", "layer"),
@@ -26,51 +27,113 @@ LAYER_COLUMNS: list[tuple[str, str]] = [
 ]
 
 _STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
 table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
 th, td { border-bottom: 1px solid #ddd; padding: 0.25em 0.8em; text-align: left; }
 th { background: #f4f4f4; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 img { max-width: 100%; }
 .meta { color: #555; font-size: 0.9em; }
+details { margin: 0.3em 0; }
+summary { cursor: pointer; }
+td.diff { font-weight: bold; }
 """
 
+_NOTE = ("One row per configuration (everything but the seed); seeds counts its distinct seeds. Test "
+         "accuracy in %: mean ± sample std when a row has two or more seeds, else the one value. Dense: "
+         "the dense run with the same setup, scenario and training settings; Δ vs dense in percentage "
+         "points, or \"no dense run\" when there is none. Columns after density name the hyperparameters "
+         "that differ between rows of a setup and scenario. Runs: the ids <code>sparsetrain show</code> "
+         "accepts.")
 
-def write_html_report(
-    runs: Sequence[Mapping[str, Any]],
-    path: str | os.PathLike[str],
-    *,
-    title: str,
-    figure: str | os.PathLike[str] | None = None,
-) -> Path:
-    """Write the report of ``runs`` (store dicts) to ``path``, embedding the PNG ``figure``."""
+
+def write_study_report(runs: Sequence[Mapping[str, Any]], path: str | os.PathLike[str], *,
+                       title: str = "sparsetrain report", figure: str | os.PathLike[str] | None = None,
+                       histories: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+                       among: Sequence[str] | None = None) -> Path:
+    """Write one self-contained HTML file to ``path``: the experiment table (`study_rows`
+    with size and cost), accuracy-vs-density and per-layer density figures, the robustness
+    section (`reporting.robustness`) when runs have robustness metrics, the configuration of
+    every row, the runs that did not finish (never averaged), and every run's details with
+    its learning curves when ``histories`` (run id -> stored epochs) has them. ``figure`` is
+    an extra PNG embedded first; run ids are shortened to prefixes unique among ``among``."""
     e = html.escape
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{e(title)}</title><style>{_STYLE}</style></head><body>",
-        f"<h1>{e(title)}</h1>",
-    ]
+    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+             f"<title>{e(title)}</title><style>{_STYLE}</style></head><body>", f"<h1>{e(title)}</h1>"]
     if figure is not None:
-        data = base64.b64encode(Path(figure).read_bytes()).decode("ascii")
-        parts.append(f'<img alt="comparison figure" src="data:image/png;base64,{data}">')
-
-    parts.append("<h2>Comparison</h2>")
-    rows = comparison_rows(runs)
-    if rows:
-        numeric = {key for key, _ in COMPARISON_COLUMNS if key != "method"}
-        parts.append(_table(rows, COMPARISON_COLUMNS, numeric))
-    else:
-        parts.append("<p>No finished runs.</p>")
-
-    parts.append("<h2>Runs</h2>")
-    for run in runs:
-        parts.extend(_run_section(run))
+        parts.append(_image(Path(figure), "comparison figure"))
+    groups = experiment_groups(runs)
+    rows, columns = study_rows(runs, among=among)
+    parts.append("<h2>Test accuracy per experiment</h2>")
+    parts.append(f'<p class="meta">{_NOTE}</p>')
+    with tempfile.TemporaryDirectory() as tmp:
+        if rows:
+            size = [c for c in COMPARISON_COLUMNS if c[0] in ("active_weights", "flops", "itop_rate", "duration_s")]
+            columns = columns[:-1] + size + columns[-1:]
+            parts.append(_table(rows, columns, {k for k, _ in columns if k not in TEXT_COLUMNS}))
+            parts.append("<h2>Accuracy vs density</h2>")
+            parts.append(_image(plot_accuracy_vs_density(runs, Path(tmp) / "acc.png"), "accuracy vs density"))
+            parts.append("<h2>Per-layer density</h2>")
+            parts.append(_image(plot_layer_densities(runs, Path(tmp) / "layers.png"), "per-layer density"))
+            parts.extend(robustness_html(runs, histories, _image, _table, tmp))
+            parts.extend(_configurations(groups))
+        else:
+            parts.append("<p>No finished runs.</p>")
+        parts.extend(_unfinished(runs))
+        parts.append("<h2>Runs</h2>")
+        for k, run in enumerate(runs):
+            epochs = (histories or {}).get(str(run.get("run_id"))) or []
+            curves = None
+            if has_curves(epochs):
+                curves = plot_run_curves(epochs, Path(tmp) / f"curves{k}.png", title=str(run.get("run_id")))
+            parts.extend(_run_section(run, curves))
     parts.append("</body></html>\n")
     return atomic_write_text(path, "\n".join(parts))
 
 
-def _run_section(run: Mapping[str, Any]) -> list[str]:
+def write_html_report(runs: Sequence[Mapping[str, Any]], path: str | os.PathLike[str], *, title: str,
+                      figure: str | os.PathLike[str] | None = None,
+                      histories: Mapping[str, Sequence[Mapping[str, Any]]] | None = None) -> Path:
+    """The report of ``runs`` (`write_study_report`), with the PNG ``figure`` first."""
+    return write_study_report(runs, path, title=title, figure=figure, histories=histories)
+
+
+def _image(png: Path, alt: str) -> str:
+    data = base64.b64encode(png.read_bytes()).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _configurations(groups: Sequence[Mapping[str, Any]]) -> list[str]:
+    e = html.escape
+    keys = set(diff_keys(groups))
+    out = ["<h2>Configuration of each row</h2>",
+           f'<p class="meta">Every key of the row\'s resolved configuration (bold: differs between rows); '
+           f"{e(seeds_note(groups))}.</p>"]
+    for g in groups:
+        label = f"{g['setup']}, {g['scenario']}: {row_label(g, sorted(keys))}"
+        seeds = ", ".join(str(s) for s in g["seeds"])
+        cells = "".join(f'<tr><td{" class=diff" if k in keys else ""}>{e(k)}</td>'
+                        f"<td>{e(format_setting(v))}</td></tr>" for k, v in sorted(g["config"].items()))
+        out.append(f"<details><summary>{e(label)} (seeds {e(seeds)})</summary>"
+                   f"<table><thead><tr><th>key</th><th>value</th></tr></thead><tbody>{cells}</tbody></table>"
+                   "</details>")
+    return out
+
+
+def _unfinished(runs: Sequence[Mapping[str, Any]]) -> list[str]:
+    others = not_finished(runs)
+    if not others:
+        return []
+    rows = [{"run_id": r.get("run_id"), "status": r.get("status"), "method": r.get("method"),
+             "density": r.get("density"), "error": r.get("error") or ""} for r in others]
+    columns = [("run_id", "run"), ("status", "status"), ("method", "method"), ("density", "density"),
+               ("error", "why")]
+    return ["<h2>Runs that are no result</h2>",
+            '<p class="meta">Running, failed, diverged or interrupted: listed here, never averaged into a row.</p>',
+            _table(rows, columns, {"density"})]
+
+
+def _run_section(run: Mapping[str, Any], curves: Path | None = None) -> list[str]:
     e = html.escape
     meta = ", ".join(
         f"{key} {format_value(run.get(key))}"
@@ -82,9 +145,12 @@ def _run_section(run: Mapping[str, Any]) -> list[str]:
     out = [f"<h3>{e(str(run.get('run_id', '')))}</h3>", f'<p class="meta">{e(meta)}</p>']
     if run.get("error"):
         out.append(f"<pre>{e(str(run['error']))}</pre>")
+    if curves is not None:
+        out.append(_image(curves, f"learning curves of {run.get('run_id')}"))
     final = run.get("final") or {}
     if final:
-        rows = [{"metric": k, "value": format_value(v)} for k, v in sorted(final.items())]
+        rows = [{"metric": k, "value": format_value(v)} for k, v in sorted(final.items())
+                if not isinstance(v, (Mapping, list))]
         out.append(_table(rows, [("metric", "metric"), ("value", "value")], {"value"}))
     layers = run.get("layers") or []
     if layers:

@@ -1,8 +1,7 @@
-"""The comparison figure: test accuracy per method, and the density each method gives each layer."""
+"""The comparison figure: test accuracy per experiment, and the density each gives each layer."""
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -11,8 +10,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from sparsetrain.atomic import atomic_write_bytes
-from sparsetrain.reporting.tables import summarize_runs
+from sparsetrain.reporting.groups import DENSE, diff_keys, experiment_groups, row_label
+from sparsetrain.reporting.study import seeds_note
+from sparsetrain.reporting.style import method_color, plot_layer_lines, save_png
 
 _MAX_NAMED_LAYERS = 16  # beyond this, the x axis shows layer indices instead of names
 
@@ -22,82 +22,65 @@ def plot_comparison(
 ) -> Path:
     """Write a two-panel PNG to ``path`` and return it.
 
-    Left: mean test accuracy (%) per method and density, with the std over seeds as error bars.
-    Right: per-layer density (mean over seeds) against layer index, one line per method.
+    Left: a dot plot of test accuracy (%) per experiment on a 0-100 axis: every seed as a
+    small open dot, the mean as a filled dot, and ± std over seeds as a bar only for rows
+    with two or more seeds; the dense mean as a dashed line. Right: per-layer density
+    against the layer, one line per experiment; lines that coincide are set side by side
+    with their own marker and dash, and the legend names the rows that share an allocation.
+    Colours are fixed per method (`style.METHOD_COLORS`).
     """
-    groups = summarize_runs(runs, group_by=("method", "density"), include_runs=True)
-    several_densities = len({g["density"] for g in groups}) > 1
-    labels = [_label(g, several_densities) for g in groups]
+    groups = experiment_groups(runs)
+    keys = diff_keys(groups)
+    several_densities = len({g["density"] for g in groups if g["density"] is not None}) > 1
+    labels = [row_label(g, keys, density=several_densities) for g in groups]
 
-    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    fig = Figure(figsize=(11, 0.9 + max(3.6, 0.42 * len(groups))), layout="constrained")
     FigureCanvasAgg(fig)
-    acc_ax, layer_ax = fig.subplots(1, 2, width_ratios=(1, 1.4))
+    acc_ax, layer_ax = fig.subplots(1, 2, width_ratios=(1, 1.3))
 
     if groups:
-        means = [100 * (g["test_acc_mean"] or 0.0) for g in groups]
-        stds = [100 * (g["test_acc_std"] or 0.0) for g in groups]
-        colors = [f"C{i % 10}" for i in range(len(groups))]
-        positions = range(len(groups))
-        acc_ax.bar(positions, means, yerr=stds, capsize=4, color=colors)
-        acc_ax.set_xticks(list(positions), labels, rotation=30 if len(groups) > 4 else 0,
-                          ha="right" if len(groups) > 4 else "center")
-        low = min(m - s for m, s in zip(means, stds))
-        high = max(m + s for m, s in zip(means, stds))
-        margin = max(1.0, 0.15 * (high - low))
-        acc_ax.set_ylim(max(0.0, low - margin), min(100.0, high + margin))
+        positions = list(range(len(groups)))[::-1]  # first row on top
+        for y, g in zip(positions, groups):
+            color = method_color(g["method"])
+            seeds = [100 * float(r["final"]["test_acc"]) for r in g["runs"]
+                     if (r.get("final") or {}).get("test_acc") is not None]
+            acc_ax.plot(seeds, [y] * len(seeds), linestyle="none", marker="o", markersize=4,
+                        markerfacecolor="none", markeredgecolor=color, alpha=0.7)
+            if g["test_acc_mean"] is not None:
+                std = 100 * g["test_acc_std"] if g["test_acc_std"] is not None else None
+                acc_ax.errorbar([100 * g["test_acc_mean"]], [y], xerr=None if std is None else [std],
+                                marker="o", markersize=7, capsize=4, color=color)
+                acc_ax.annotate(f"{100 * g['test_acc_mean']:.1f}", (100 * g["test_acc_mean"], y),
+                                xytext=(0, 7), textcoords="offset points", ha="center", fontsize="x-small")
+            if g["method"] == DENSE and g["test_acc_mean"] is not None:
+                acc_ax.axvline(100 * g["test_acc_mean"], color=color, linestyle="--", linewidth=0.8)
+        acc_ax.set_yticks(positions, [f"{label} (n={g['n_seeds']})" for label, g in zip(labels, groups)],
+                          fontsize="small")
+        acc_ax.set_ylim(-0.7, len(groups) - 0.3)
     else:
-        acc_ax.text(0.5, 0.5, "no finished runs", ha="center", va="center",
-                    transform=acc_ax.transAxes)
-    acc_ax.set_ylabel("test accuracy (%)")
-    acc_ax.set_title("Test accuracy (mean ± std over seeds)")
+        acc_ax.text(0.5, 0.5, "no finished runs", ha="center", va="center", transform=acc_ax.transAxes)
+        acc_ax.set_yticks([])
+    acc_ax.set_xlim(0, 100)
+    acc_ax.grid(axis="x", alpha=0.3)
+    acc_ax.set_xlabel("test accuracy (%)")
+    acc_ax.set_title(f"Test accuracy ({seeds_note(groups)})", fontsize="medium")
 
+    lines = {label: (g["method"], [float(layer["density"]) for layer in g["layers"]])
+             for label, g in zip(labels, groups) if g["layers"]}
+    plot_layer_lines(layer_ax, lines)
     names: list[str] = []
-    for i, (group, label) in enumerate(zip(groups, labels)):
-        densities = _mean_layer_densities(group["runs"])
-        if densities:
-            layer_ax.plot(range(len(densities)), densities, marker="o", markersize=4,
-                          color=f"C{i % 10}", label=label)
-            if len(densities) > len(names):
-                names = _layer_names(group["runs"])[: len(densities)]
+    for g in groups:
+        if len(g["layers"]) > len(names):
+            names = [layer["name"] for layer in g["layers"]]
     if names:
-        layer_ax.legend(fontsize="small")
         if len(names) <= _MAX_NAMED_LAYERS:
-            layer_ax.set_xticks(range(len(names)), names, rotation=45, ha="right",
-                                fontsize="small")
+            layer_ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize="small")
         else:
             layer_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     else:
-        layer_ax.text(0.5, 0.5, "no per-layer data", ha="center", va="center",
-                      transform=layer_ax.transAxes)
+        layer_ax.text(0.5, 0.5, "no per-layer data", ha="center", va="center", transform=layer_ax.transAxes)
     layer_ax.set_ylim(0.0, 1.05)
     layer_ax.set_xlabel("layer")
     layer_ax.set_ylabel("density (active / total)")
-    layer_ax.set_title("Per-layer density")
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi)
-    return atomic_write_bytes(path, buffer.getvalue())
-
-
-def _label(group: Mapping[str, Any], with_density: bool) -> str:
-    method = str(group["method"])
-    if with_density and group["density"] is not None:
-        return f"{method} ({group['density']:.3g})"
-    return method
-
-
-def _mean_layer_densities(runs: Sequence[Mapping[str, Any]]) -> list[float]:
-    # Seeds of one config have the same layers; average them position by position.
-    per_run = [[float(layer["density"]) for layer in r.get("layers") or []] for r in runs]
-    per_run = [d for d in per_run if d]
-    if not per_run:
-        return []
-    length = min(len(d) for d in per_run)
-    return [sum(d[i] for d in per_run) / len(per_run) for i in range(length)]
-
-
-def _layer_names(runs: Sequence[Mapping[str, Any]]) -> list[str]:
-    for run in runs:
-        if run.get("layers"):
-            return [str(layer.get("name", i)) for i, layer in enumerate(run["layers"])]
-    return []
+    layer_ax.set_title("Per-layer density (mean over seeds)", fontsize="medium")
+    return save_png(fig, path, dpi)

@@ -31,7 +31,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from sparsetrain.reporting.study import DENSE, _save, scenario_of, setup_of
+from sparsetrain.reporting.groups import DENSE, diff_keys, experiment_groups, is_finished, row_label
+from sparsetrain.reporting.style import method_color, save_png as _save
 from sparsetrain.reporting.tables import format_accuracy, format_table
 from sparsetrain.scenarios.corruptions import BENCHMARK, list_corruptions
 from sparsetrain.scenarios.evaluation import corruption_errors, relative_corruption_errors
@@ -52,9 +53,14 @@ def has_robustness(run: Run) -> bool:
     return "corruption_accuracy" in final or any(k in final for k, _ in ATTACK_KEYS)
 
 
-def _key(run: Run) -> tuple[str, str, str, float | None]:
-    density = None if run.get("method") == DENSE else run.get("density")
-    return setup_of(run), scenario_of(run), str(run.get("method")), density
+def _groups(runs: Sequence[Run]) -> list[dict[str, Any]]:
+    """`experiment_groups` of the finished runs with robustness metrics, each ``name`` its method
+    plus the hyperparameters that tell it apart from rows with the same label."""
+    groups = experiment_groups([r for r in runs if has_robustness(r) and is_finished(r)])
+    keys = diff_keys(groups)
+    for g in groups:
+        g["name"] = row_label(g, keys, density=False)
+    return groups
 
 
 def mce_pair(run: Run, reference: Run) -> tuple[float, float]:
@@ -83,27 +89,25 @@ def _mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
     values = [v for v in values if v is not None and not math.isnan(v)]
     if not values:
         return None, None
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
 
 
 def robustness_groups(runs: Sequence[Run]) -> list[dict[str, Any]]:
-    """One dict per (setup, scenario, method, density) of runs with robustness metrics:
-    means and stds over seeds of every metric, mCE / relative mCE against the dense run of
-    the same setup, scenario and seed, and the mean accuracy matrix per corruption."""
-    runs = [r for r in runs if has_robustness(r)]
-    dense = {(setup_of(r), scenario_of(r), r.get("seed")): r for r in runs if r.get("method") == DENSE}
-    groups: dict[tuple[Any, ...], list[Run]] = {}
-    for run in runs:
-        groups.setdefault(_key(run), []).append(run)
+    """One dict per experiment (`groups.experiment_groups`) of finished runs with robustness
+    metrics: means and stds over seeds of every metric (std None below two seeds), mCE /
+    relative mCE against the dense run of the same training settings and seed, and the mean
+    accuracy matrix per corruption."""
     out = []
-    for (setup, scenario, method, density), members in groups.items():
-        row: dict[str, Any] = {"setup": setup, "scenario": scenario, "method": method, "density": density,
-                               "n_seeds": len(members)}
+    for g in _groups(runs):
+        members = g["runs"]
+        row: dict[str, Any] = {k: g[k] for k in ("setup", "scenario", "method", "density", "config", "n_seeds",
+                                                 "name")}
         for key in ("test_acc", "corruption_clean_acc", "corruption_acc", *(k for k, _ in ATTACK_KEYS)):
             row[key] = _mean_std([_final(r).get(key) for r in members])
+        dense = {r.get("seed"): r for r in (g["dense"]["runs"] if g["dense"] else [])}
         pairs = []
         for r in members:
-            ref = dense.get((setup, scenario, r.get("seed")))
+            ref = dense.get(r.get("seed"))
             if ref is not None and "corruption_accuracy" in _final(r) and "corruption_accuracy" in _final(ref):
                 pairs.append(mce_pair(r, ref))
         row["mce"] = _mean_std([p[0] for p in pairs])
@@ -111,13 +115,9 @@ def robustness_groups(runs: Sequence[Run]) -> list[dict[str, Any]]:
         row["mce_seeds"] = len(pairs)
         row["matrix"] = _mean_matrix(members)
         row["frequency"] = _mean_frequency(members)
+        row["dense_corruption_acc"] = (_mean_std([_final(r).get("corruption_acc") for r in g["dense"]["runs"]])[0]
+                                       if g["dense"] else None)
         out.append(row)
-    base = {(g["setup"], g["scenario"]): g for g in out if g["method"] == DENSE}
-    for g in out:
-        ref = base.get((g["setup"], g["scenario"]))
-        g["dense_corruption_acc"] = ref["corruption_acc"][0] if ref else None
-    out.sort(key=lambda g: (g["setup"], g["scenario"] != "clean", g["scenario"], g["method"] != DENSE,
-                            g["method"], -1.0 if g["density"] is None else float(g["density"])))
     return out
 
 
@@ -153,7 +153,7 @@ def robustness_rows(runs: Sequence[Run]) -> list[dict[str, str]]:
     for g in groups:
         mean = g["corruption_acc"][0]
         dense = g["dense_corruption_acc"]
-        row = {"setup": g["setup"], "scenario": g["scenario"], "method": g["method"],
+        row = {"setup": g["setup"], "scenario": g["scenario"], "method": g["name"],
                "density": "1" if g["density"] is None else f"{g['density']:.4g}", "n_seeds": str(g["n_seeds"]),
                "clean": format_accuracy(*g["test_acc"]), "corruption": format_accuracy(*g["corruption_acc"]),
                "delta": ("-" if g["method"] == DENSE or mean is None or dense is None
@@ -175,7 +175,9 @@ def _ratio(value: tuple[float | None, float | None], method: str) -> str:
     mean, std = value
     if method == DENSE:
         return "1" if mean is not None else "-"
-    return "-" if mean is None else f"{mean:.3f} ± {std:.3f}"
+    if mean is None:
+        return "-"
+    return f"{mean:.3f}" if std is None else f"{mean:.3f} ± {std:.3f}"
 
 
 def robustness_table(runs: Sequence[Run]) -> str:
@@ -191,7 +193,7 @@ def frequency_rows(runs: Sequence[Run]) -> tuple[list[dict[str, str]], list[tupl
     for g in robustness_groups(runs):
         if not g["frequency"]:
             continue
-        row = {"setup": g["setup"], "scenario": g["scenario"], "method": g["method"],
+        row = {"setup": g["setup"], "scenario": g["scenario"], "method": g["name"],
                "density": "1" if g["density"] is None else f"{g['density']:.4g}"}
         for kind in ("low", "high"):
             for c, acc in g["frequency"].get(kind, {}).items():
@@ -242,22 +244,23 @@ def plot_robustness_vs_density(runs: Sequence[Run], path: str | os.PathLike[str]
     fig = Figure(figsize=(4.2 * ncols, 3.3 * len(panels)), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(len(panels), ncols, squeeze=False)
-    methods = sorted({g["method"] for g in groups if g["method"] != DENSE})
+    names = list(dict.fromkeys(g["name"] for g in groups if g["method"] != DENSE))
     for i, (setup, scenario) in enumerate(panels):
         mine = [g for g in groups if (g["setup"], g["scenario"]) == (setup, scenario)]
         densities = sorted({float(g["density"]) for g in mine if g["density"] is not None})
         for j, (key, header) in enumerate(metrics):
             ax = axes[i][j]
-            for k, method in enumerate(methods):
-                points = sorted((float(g["density"]), g[key]) for g in mine
-                                if g["method"] == method and g["density"] is not None and g[key][0] is not None)
+            for name in names:
+                points = sorted((float(g["density"]), g[key], g["method"]) for g in mine
+                                if g["name"] == name and g["density"] is not None and g[key][0] is not None)
                 if points:
-                    ax.errorbar([d for d, _ in points], [100 * m for _, (m, _) in points],
-                                yerr=[100 * s for _, (_, s) in points], marker="o", markersize=4, capsize=3,
-                                color=f"C{k % 10}", label=method)
+                    ax.errorbar([d for d, _, _ in points], [100 * m for _, (m, _), _ in points],
+                                yerr=[100 * (s or 0.0) for _, (_, s), _ in points], marker="o", markersize=4,
+                                capsize=3, color=method_color(points[0][2]), label=name)
             for g in mine:
                 if g["method"] == DENSE and g[key][0] is not None:
-                    ax.axhline(100 * g[key][0], color="black", linestyle="--", linewidth=1, label="dense")
+                    ax.axhline(100 * g[key][0], color=method_color(DENSE), linestyle="--", linewidth=1,
+                               label=g["name"])
             if densities:
                 ax.set_xticks(densities, [f"{d:g}" for d in densities])
             ax.set_xlabel("density")
@@ -270,24 +273,29 @@ def plot_robustness_vs_density(runs: Sequence[Run], path: str | os.PathLike[str]
 
 def robust_curves(runs: Sequence[Run], histories: Mapping[str, Sequence[Mapping[str, Any]]]
                   ) -> dict[tuple[str, str, str, float | None], list[float]]:
-    """Mean ``test_robust_acc`` per epoch over seeds, per (setup, scenario, method, density)."""
-    grouped: dict[tuple[str, str, str, float | None], list[list[float]]] = {}
-    for run in runs:
-        epochs = histories.get(str(run.get("run_id"))) or []
-        curve = [float(e["test_robust_acc"]) for e in epochs if e.get("test_robust_acc") is not None]
-        if curve:
-            grouped.setdefault(_key(run), []).append(curve)
+    """Mean ``test_robust_acc`` per epoch over seeds, per experiment, keyed by (setup, scenario,
+    method plus the hyperparameters that tell it apart, density)."""
+    groups = experiment_groups(runs)
+    keys = diff_keys(groups)
     out = {}
-    for key, curves in grouped.items():
-        length = min(len(c) for c in curves)
-        out[key] = [statistics.fmean(c[i] for c in curves) for i in range(length)]
+    for g in groups:
+        curves = []
+        for run in g["runs"]:
+            epochs = histories.get(str(run.get("run_id"))) or []
+            curve = [float(e["test_robust_acc"]) for e in epochs if e.get("test_robust_acc") is not None]
+            if curve:
+                curves.append(curve)
+        if curves:
+            length = min(len(c) for c in curves)
+            key = (g["setup"], g["scenario"], row_label(g, keys, density=False), g["density"])
+            out[key] = [statistics.fmean(c[i] for c in curves) for i in range(length)]
     return out
 
 
 def plot_robust_curves(runs: Sequence[Run], histories: Mapping[str, Sequence[Mapping[str, Any]]],
                        path: str | os.PathLike[str], *, dpi: int = 100) -> Path:
     """PNG, one panel per setup: robust test accuracy (mean over seeds) against epoch, one
-    colour per method and density, solid without WOT and dashed with WOT."""
+    colour per method (the same in every figure), solid without WOT and dashed with WOT."""
     curves = robust_curves(runs, histories)
     setups = sorted({k[0] for k in curves}) or [""]
     fig = Figure(figsize=(6.0 * len(setups), 3.8), layout="constrained")
@@ -295,9 +303,8 @@ def plot_robust_curves(runs: Sequence[Run], histories: Mapping[str, Sequence[Map
     axes = fig.subplots(1, len(setups), squeeze=False).ravel()
     for ax, setup in zip(axes, setups):
         mine = sorted((k, v) for k, v in curves.items() if k[0] == setup)
-        models = list(dict.fromkeys((k[2], k[3]) for k, _ in mine))
         for (_, scenario, method, density), curve in mine:
-            color = f"C{models.index((method, density)) % 10}"
+            color = method_color(method.split(",")[0])
             style = "--" if "WOT" in scenario else "-"
             label = f"{method}{'' if density is None else f' {density:g}'}, {scenario}"
             ax.plot(range(1, len(curve) + 1), [100 * v for v in curve], linestyle=style, color=color, label=label)

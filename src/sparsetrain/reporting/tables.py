@@ -1,29 +1,39 @@
-"""Plain-text tables and the per-method summary of finished runs.
+"""Plain-text tables of experiments: one row per configuration over its seeds (`groups`).
 
 Everything here reads run dicts as returned by `ResultsStore.get_run` / `ResultsStore.runs`:
-top-level ``method``, ``density``, ``duration_s`` ... and a ``final`` dict of metrics.
+top-level ``method``, ``density``, ``duration_s`` ... a ``config`` and a ``final`` dict of metrics.
 """
 
 from __future__ import annotations
 
 import numbers
-import statistics
 from typing import Any, Callable, Iterable, Mapping, Sequence, Union
+
+from sparsetrain.reporting.groups import (
+    DENSE,
+    MEAN_FIELDS,
+    diff_keys,
+    experiment_groups,
+    format_setting,
+    short_ids,
+)
 
 Formatter = Union[str, Callable[[Any], str]]
 
-# Fields of ``final`` (or of the run itself) averaged over seeds by `summarize_runs`.
-MEAN_FIELDS = ("active_weights", "total_weights", "flops", "itop_rate", "duration_s")
+TEXT_COLUMNS = ("setup", "scenario", "method", "runs")
+"""Columns aligned left; every other column (numbers, hyperparameters) aligns right."""
 
 COMPARISON_COLUMNS: list[tuple[str, str]] = [
     ("method", "method"),
     ("density", "density"),
     ("n_seeds", "seeds"),
-    ("test_acc", "test acc"),
+    ("test_acc", "test acc (%)"),
+    ("delta", "Δ vs dense"),
     ("active_weights", "active weights"),
     ("flops", "FLOPs"),
     ("itop_rate", "ITOP"),
     ("duration_s", "time (s)"),
+    ("runs", "runs"),
 ]
 
 
@@ -73,71 +83,86 @@ def format_table(
     return "\n".join(out)
 
 
-def summarize_runs(
-    runs: Sequence[Mapping[str, Any]],
-    group_by: Sequence[str] = ("method", "density"),
-    *,
-    include_runs: bool = False,
-) -> list[dict[str, Any]]:
-    """One dict per group of runs with equal ``group_by`` values, in order of first appearance.
-
-    Each has the ``group_by`` keys, ``n_seeds`` (runs in the group), ``test_acc_mean`` and
-    ``test_acc_std`` (sample std, 0 for one run), and the mean of each of `MEAN_FIELDS`
-    (None where no run has it); with ``include_runs``, also ``runs``, the group's run dicts.
-    Runs without ``final`` metrics are left out.
-    """
-    groups: dict[tuple[Any, ...], list[Mapping[str, Any]]] = {}
-    for run in runs:
-        if not run.get("final"):
-            continue
-        key = tuple(_lookup(run, k) for k in group_by)
-        groups.setdefault(key, []).append(run)
-
-    summary = []
-    for key in groups:
-        members = groups[key]
-        accs = [float(a) for a in (_lookup(r, "test_acc") for r in members) if a is not None]
-        row: dict[str, Any] = dict(zip(group_by, key))
-        row["n_seeds"] = len(members)
-        row["test_acc_mean"] = statistics.fmean(accs) if accs else None
-        row["test_acc_std"] = statistics.stdev(accs) if len(accs) > 1 else (0.0 if accs else None)
-        for field in MEAN_FIELDS:
-            values = [float(v) for v in (_lookup(r, field) for r in members) if v is not None]
-            row[field] = statistics.fmean(values) if values else None
-        if include_runs:
-            row["runs"] = list(members)
-        summary.append(row)
-    return summary
+def summarize_runs(runs: Sequence[Mapping[str, Any]], *, include_runs: bool = False) -> list[dict[str, Any]]:
+    """One dict per experiment (`groups.experiment_groups`: one configuration minus the seed),
+    with ``n_seeds`` distinct seeds, ``test_acc_mean``/``test_acc_std`` (None below two seeds)
+    and the seed mean of each of `MEAN_FIELDS`; without ``include_runs`` the ``runs`` key is
+    dropped. Runs that did not finish are left out."""
+    groups = experiment_groups(runs)
+    if not include_runs:
+        for group in groups:
+            group.pop("runs")
+    return groups
 
 
-def comparison_rows(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
-    """The rows of `comparison_table` as formatted strings, keyed like `COMPARISON_COLUMNS`."""
-    rows = []
-    for s in summarize_runs(runs, group_by=("method", "density")):
-        rows.append({
-            "method": format_value(s["method"]),
-            "density": format_value(s["density"], ".4g"),
-            "n_seeds": format_value(s["n_seeds"]),
-            "test_acc": format_accuracy(s["test_acc_mean"], s["test_acc_std"]),
-            "active_weights": format_value(s["active_weights"], lambda v: f"{round(v):,}"),
-            "flops": format_value(s["flops"], human_count),
-            "itop_rate": format_value(s["itop_rate"], ".3f"),
-            "duration_s": format_value(s["duration_s"], ".1f"),
-        })
-    return rows
+def experiment_cells(group: Mapping[str, Any], keys: Sequence[str], ids: Mapping[str, str]) -> dict[str, str]:
+    """Every table cell of one experiment row, as strings: the label columns, one per
+    hyperparameter of ``keys`` ("-" where the method has no such option), accuracies in %,
+    Δ vs dense ("no dense run" without one), sizes, cost, and the short run ids ``ids``."""
+    cells = {
+        "setup": group["setup"], "scenario": group["scenario"], "method": str(group["method"]),
+        "density": "1" if group["density"] is None else f"{group['density']:.4g}",
+        "n_seeds": str(group["n_seeds"]),
+        "test_acc": format_accuracy(group["test_acc_mean"], group["test_acc_std"]),
+        "dense_acc": ("-" if group["dense"] is None
+                      else format_accuracy(group["dense_acc_mean"], group["dense_acc_std"])),
+        "delta": _delta(group),
+        "active_weights": format_value(group["active_weights"], lambda v: f"{round(v):,}"),
+        "flops": format_value(group["flops"], human_count),
+        "itop_rate": format_value(group["itop_rate"], ".3f"),
+        "duration_s": format_value(group["duration_s"], ".1f"),
+        "runs": " ".join(ids.get(i, i) for i in group["run_ids"]),
+    }
+    for key in keys:
+        cells[f"config.{key}"] = format_setting(group["config"][key]) if key in group["config"] else "-"
+    return cells
 
 
-def comparison_table(runs: Sequence[Mapping[str, Any]]) -> str:
-    """A text table comparing methods: accuracy (mean ± std over seeds, in %), size, cost."""
-    right = {key: ">" for key, _ in COMPARISON_COLUMNS if key != "method"}
-    return format_table(comparison_rows(runs), COMPARISON_COLUMNS, align=right)
+def comparison_rows(
+    runs: Sequence[Mapping[str, Any]], *, among: Sequence[str] | None = None
+) -> tuple[list[dict[str, str]], list[tuple[str, str]]]:
+    """Rows and columns of `comparison_table`: setup, scenario when it varies, method,
+    density, the hyperparameters that tell rows apart, seeds, accuracy, Δ vs dense, size,
+    cost and run ids (the shortest prefixes unique among ``among``, default all ``runs``)."""
+    groups = experiment_groups(runs)
+    keys = diff_keys(groups)
+    ids = _short_ids(groups, runs, among)
+    columns = [("setup", "setup")] + ([("scenario", "scenario")] if len({g["scenario"] for g in groups}) > 1 else [])
+    columns += [("method", "method"), ("density", "density"), *[(f"config.{k}", k) for k in keys]]
+    columns += [c for c in COMPARISON_COLUMNS if c[0] not in ("method", "density")]
+    return [experiment_cells(g, keys, ids) for g in groups], columns
+
+
+def comparison_table(runs: Sequence[Mapping[str, Any]], *, among: Sequence[str] | None = None) -> str:
+    """A text table with one row per experiment (a configuration, over its seeds): accuracy
+    in % (± std only with two or more seeds), Δ vs the dense run of the same training
+    settings, size, cost and the run ids `sparsetrain show` accepts."""
+    rows, columns = comparison_rows(runs, among=among)
+    right = {key: ">" for key, _ in columns if key not in TEXT_COLUMNS}
+    return format_table(rows, columns, align=right)
+
+
+def _short_ids(groups: Sequence[Mapping[str, Any]], runs: Sequence[Mapping[str, Any]],
+               among: Sequence[str] | None) -> dict[str, str]:
+    wanted = [i for g in groups for i in g["run_ids"]]
+    pool = list(among) if among is not None else [str(r.get("run_id")) for r in runs]
+    return dict(zip(wanted, short_ids(wanted, pool)))
+
+
+def _delta(group: Mapping[str, Any]) -> str:
+    if group["method"] == DENSE:
+        return "-"
+    if group["dense"] is None:
+        return "no dense run"
+    return "-" if group["delta"] is None else f"{100 * group['delta']:+.2f}"
 
 
 def format_accuracy(mean: float | None, std: float | None) -> str:
-    """A 0-1 accuracy as ``"91.23 ± 0.45"`` (percent)."""
+    """A 0-1 accuracy in percent: ``"91.23 ± 0.45"``, or ``"91.23"`` when ``std`` is None
+    (fewer than two seeds: there is no spread to show)."""
     if mean is None:
         return "-"
-    return f"{100 * mean:.2f} ± {100 * (std or 0.0):.2f}"
+    return f"{100 * mean:.2f}" if std is None else f"{100 * mean:.2f} ± {100 * std:.2f}"
 
 
 def human_count(value: float) -> str:
@@ -146,17 +171,6 @@ def human_count(value: float) -> str:
         if abs(value) >= threshold:
             return f"{value / threshold:.3g}{suffix}"
     return f"{value:.3g}"
-
-
-def _lookup(run: Mapping[str, Any], key: str) -> Any:
-    # A field may live on the run row, in its final metrics, or only in its config.
-    if run.get(key) is not None:
-        return run[key]
-    for part in ("final", "config"):
-        section = run.get(part)
-        if isinstance(section, Mapping) and section.get(key) is not None:
-            return section[key]
-    return None
 
 
 def _default_align(rows: Sequence[Mapping[str, Any]], key: str) -> str:

@@ -52,18 +52,17 @@ def test_summarize_runs_mean_and_std_by_hand():
     assert rigl["itop_rate"] == pytest.approx(0.6)
     assert rigl["duration_s"] == pytest.approx(11.0)
     assert set_["n_seeds"] == 1
-    assert set_["test_acc_std"] == 0.0
+    assert set_["test_acc_std"] is None  # one seed: no spread
 
 
-def test_summarize_skips_unfinished_and_groups_by_density():
+def test_summarize_skips_unfinished_and_keeps_densities_apart():
     unfinished = {**make_run("set", 1, 0.1), "final": None}
-    runs = RUNS + [make_run("rigl", 0, 0.5, density=0.05), unfinished]
+    failed = {**make_run("set", 2, 0.3), "status": "failed"}
+    runs = RUNS + [make_run("rigl", 0, 0.5, density=0.05), unfinished, failed]
     summary = summarize_runs(runs)
     assert [(s["method"], s["density"], s["n_seeds"]) for s in summary] == [
-        ("rigl", 0.1, 3), ("set", 0.1, 1), ("rigl", 0.05, 1)  # order of first appearance
+        ("rigl", 0.05, 1), ("rigl", 0.1, 3), ("set", 0.1, 1)  # by method, then density
     ]
-    by_method = summarize_runs(runs, group_by=("method",))
-    assert [(s["method"], s["n_seeds"]) for s in by_method] == [("rigl", 4), ("set", 1)]
 
 
 def test_format_table_aligns_columns():
@@ -86,8 +85,11 @@ def test_comparison_table():
     for name in ("method", "density", "seeds", "test acc", "active weights", "FLOPs", "ITOP",
                  "time (s)"):
         assert name in header
-    assert "92.00 ± 2.00" in lines[2] and lines[2].startswith("rigl")
-    assert "80.00 ± 0.00" in lines[3] and lines[3].startswith("set")
+    assert "92.00 ± 2.00" in lines[2] and lines[2].startswith("digits/lenet5  rigl")
+    assert "80.00 " in lines[3] and "±" not in lines[3] and lines[3].startswith("digits/lenet5  set")
+    assert "no dense run" in lines[2]  # no dense run of these settings: nothing borrowed
+    # run ids: the shortest unique prefixes, here whole ids as the 8-character prefixes are shared
+    assert lines[2].endswith("rigl-h/seed_0 rigl-h/seed_1 rigl-h/seed_2") and lines[3].endswith("set-h/se")
     assert "1,010" in lines[2] and "2M" in lines[2] and "0.600" in lines[2] and "11.0" in lines[2]
 
 
@@ -113,7 +115,7 @@ def test_html_report(tmp_path):
     assert "<title>Digits &amp; &lt;sparse&gt;</title>" in text
     assert "<x>" not in text and "&lt;x&gt;" in text
     assert "<td>rigl</td>" in text and "92.00 ± 2.00" in text
-    assert "<td>set</td>" in text and "80.00 ± 0.00" in text
+    assert "<td>set</td>" in text and "<td class=num>80.00</td>" in text
     png = base64.b64encode(figure.read_bytes()).decode()
     assert f"data:image/png;base64,{png}" in text
     # one per-layer table per run, with the layer names and shapes
