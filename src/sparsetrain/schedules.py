@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-ANNEALING = ("cosine", "linear", "constant")
+ANNEALING = ("cosine", "linear", "constant", "step")
 
 
 @dataclass(frozen=True)
@@ -22,24 +22,31 @@ class UpdateSchedule:
 
 @dataclass(frozen=True)
 class DecaySchedule:
-    """A fraction that decays from ``initial`` at step 0 to 0 at step ``stop``.
+    """A fraction that decays from ``initial`` at step 0 to ``floor`` at step ``stop`` (0 after).
 
-    cosine: initial/2 · (1 + cos(π t / stop))  (Evci et al. 2020, eq. 1);
-    linear: initial · (1 − t / stop);  constant: initial until ``stop``.
+    cosine: floor + (initial − floor)/2 · (1 + cos(π t / stop))  (Evci et al. 2020, eq. 1;
+    GraNet's ``CosineDecay`` with eta_min = floor);  linear: floor + (initial − floor)(1 − t / stop);
+    constant: initial until ``stop``;  step (MEST's released scripts: 160 epochs, the rate halved
+    at epoch 90 and 0 from 120 on): initial for t < 0.75 · stop, then initial / 2.
     """
 
     initial: float
     stop: int
     kind: str = "cosine"
+    floor: float = 0.0
 
     def at(self, step: int) -> float:
-        if step >= self.stop:
-            return 0.0 if self.kind != "constant" or step > self.stop else self.initial
+        if step > self.stop or (step == self.stop and self.kind == "step"):
+            return 0.0
+        if step == self.stop and self.kind != "constant":
+            return self.floor
         t = step / self.stop
         if self.kind == "cosine":
-            return self.initial / 2 * (1 + math.cos(math.pi * t))
+            return self.floor + (self.initial - self.floor) / 2 * (1 + math.cos(math.pi * t))
         if self.kind == "linear":
-            return self.initial * (1 - t)
+            return self.floor + (self.initial - self.floor) * (1 - t)
+        if self.kind == "step":
+            return self.initial if t < 0.75 else self.initial / 2
         return self.initial
 
 

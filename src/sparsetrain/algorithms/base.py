@@ -84,9 +84,14 @@ class Method:
 
     def step(self) -> None:
         """One optimizer step (plus whatever the method does around it)."""
-        if self.optimizer is not None:
+        if self.optimizer is not None and not self.skips_optimizer_step():
             self.optimizer.step()
         self.step_count += 1
+
+    def skips_optimizer_step(self) -> bool:
+        """True if the coming `step()` counts the iteration without an optimizer step (RigL's
+        reference code only updates the masks on its update iterations)."""
+        return False
 
     def itop_rate(self) -> float:
         """Fraction of the sparsifiable weights that have ever been active (Liu et al. 2021)."""

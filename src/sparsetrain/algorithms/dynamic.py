@@ -22,17 +22,24 @@ class DynamicConfig(SparsityConfig):
     update_interval: int = option(100, "steps (or epochs, see interval_unit) between topology updates")
     interval_unit: str = option("steps", "unit of update_interval", choices=("steps", "epochs"))
     drop_fraction: float = option(0.3, "fraction of active weights dropped at the first update, in [0, 1]")
-    anneal: str = option("cosine", "how the drop fraction decays to 0 at stop_fraction", choices=ANNEALING)
+    anneal: str = option("cosine", "how the drop fraction decays to anneal_floor at stop_fraction "
+                         "(step: halved at 3/4 of it, MEST's scripts)", choices=ANNEALING)
+    anneal_floor: float = option(0.0, "the drop fraction reached at stop_fraction by cosine/linear decay "
+                                 "(frozen afterwards)")
     stop_fraction: float = option(0.75, "fraction of training after which the topology is frozen, in (0, 1]")
     ranking: str = option("layer", "rank weights within each layer or across all layers",
                           choices=("layer", "global"))
     grow_unactivated_only: bool = option(False, "grow only weights that were never active (ITOP exploration)")
+    reinit_when_same: bool = option(False, "a weight dropped and regrown in the same update restarts at 0 "
+                                    "with zeroed optimizer state (False: it keeps its value and state, "
+                                    "as RigL's reinit_when_same=False and the ITOP/GraNet code)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_range("update_interval", self.update_interval, 1)
         check_range("drop_fraction", self.drop_fraction, 0, 1)
         check_range("stop_fraction", self.stop_fraction, 0, 1, low_open=True)
+        check_range("anneal_floor", self.anneal_floor, 0, self.drop_fraction)
 
 
 class DynamicSparsifier(Sparsifier):
@@ -42,9 +49,11 @@ class DynamicSparsifier(Sparsifier):
     the schedule, score the active weights, keep the top (active − k) by drop score (ties to
     the lower position), grow k among the positions not kept (a weight just dropped may come
     back, as in RigL's reference code) — uniformly at random, at the largest |dense
-    gradient|, or at the largest `grow_scores` — set grown weights to 0, and zero optimizer
-    state of every position that is not kept. Subclasses override only the scores (and, for
-    MEST, the counts).
+    gradient|, or at the largest `grow_scores` — set newly grown weights to 0, and zero
+    optimizer state of every position that is not kept. A weight dropped and regrown in the
+    same update keeps its value and optimizer state (google-research/rigl
+    ``sparse_optimizers_base.py``, ``reinit_when_same=False``) unless ``reinit_when_same``.
+    Subclasses override only the scores (and, for MEST, the counts).
 
     The update works on the sorted flat positions of the active weights (the sparse
     backend's CSR order), so apart from RigL's one pass over the dense gradient it costs
@@ -78,7 +87,7 @@ class DynamicSparsifier(Sparsifier):
         interval = self.interval_steps(cfg.update_interval, cfg.interval_unit)
         self.stop_step = int(cfg.stop_fraction * self.total_steps)
         self.schedule = UpdateSchedule(interval=interval, stop=self.stop_step)
-        self.drop_schedule = DecaySchedule(cfg.drop_fraction, self.stop_step, cfg.anneal)
+        self.drop_schedule = DecaySchedule(cfg.drop_fraction, self.stop_step, cfg.anneal, cfg.anneal_floor)
         self._arm_dense_grads()
 
     # --- what a method overrides -------------------------------------------------------
@@ -171,6 +180,8 @@ class DynamicSparsifier(Sparsifier):
             if offsets[-1] - explored.numel() >= n_grow:  # once everything was explored, fall back
                 excluded = explored
         grown = self._grow(group, weights, grads, excluded, n_grow, offsets[-1])
+        if not self.config.reinit_when_same and dropped.numel() and grown.numel():
+            keep, dropped, grown = _keep_regrown(active_flat, keep, dropped, grown)
         start = 0
         for w, b, lo, hi in zip(weights, before, offsets, offsets[1:]):
             keep_w = keep[start:start + b.numel()]
@@ -232,6 +243,17 @@ def _slice(positions: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
         return positions
     bounds = torch.searchsorted(positions, torch.tensor([lo, hi], device=positions.device))
     return positions[int(bounds[0]):int(bounds[1])]
+
+
+def _keep_regrown(active: torch.Tensor, keep: torch.Tensor, dropped: torch.Tensor,
+                  grown: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Treat the grown positions that were just dropped as kept, so they keep their value and
+    optimizer state: the new (keep, dropped, grown), position lists ascending."""
+    again = torch.isin(grown, dropped)
+    if not bool(again.any()):
+        return keep, dropped, grown
+    back = grown[again]
+    return keep | torch.isin(active, back), dropped[~torch.isin(dropped, back)], grown[~again]
 
 
 def _split(positions: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -24,8 +24,13 @@ class GraNetConfig(GradualConfig, DynamicConfig):
                              "(global magnitude in the reference)", choices=ALLOCATIONS)
     drop_fraction: float = option(0.5, "fraction of each layer's active weights dropped and regrown at "
                                   "the first update (the reference's prune rate)")
-    anneal: str = option("cosine", "how the regrowth fraction decays to 0 at stop_fraction", choices=ANNEALING)
+    anneal: str = option("cosine", "how the regrowth fraction decays to anneal_floor at stop_fraction",
+                         choices=ANNEALING)
+    anneal_floor: float = option(0.005, "the regrowth fraction at stop_fraction (the reference's "
+                                 "CosineDecay eta_min)")
     stop_fraction: float = option(1.0, "fraction of training after which the topology is frozen")
+    end_fraction: float = option(0.5, "fraction of training by which `density` is reached (the reference "
+                                 "scripts: epoch 80 of 160 on CIFAR, 30 of 100 on ImageNet)")
 
 
 @register_method("granet", help="gradual pruning + magnitude drop / gradient regrowth (Liu et al. 2021)")
@@ -34,20 +39,24 @@ class GraNet(GradualPruning, DynamicSparsifier):
     Neuroregeneration", NeurIPS.
 
     At every update step (every ``update_interval`` steps) two things happen, in the order
-    of the reference code (VITA-Group/GraNet, ``Masking.step``): first gradual pruning, a
-    global magnitude cut to the cubic schedule's density (as GMP; until ``end_fraction``);
-    then zero-cost neuroregeneration: in each layer drop ⌈r_t · active⌉ of the smallest
-    magnitudes and regrow as many where the dense gradient is largest (a weight just
-    dropped may return), with r_t decaying from ``drop_fraction`` by cosine over training.
-    Regrown weights start at 0 with zeroed optimizer state. Starts from a random ERK mask at
-    ``initial_density`` (0.5, the reference default) or dense with ``initial_density=1``.
+    of the reference code (VITA-Group/GraNet, ``CIFAR/sparselearning/core.py``
+    ``Masking.step``): first gradual pruning, a global magnitude cut to the cubic schedule's
+    density (as GMP; until ``end_fraction``, 0.5 as the CIFAR scripts' epoch 80 of 160); then
+    zero-cost neuroregeneration: in each layer drop ⌈r_t · active⌉ of the smallest
+    magnitudes and regrow as many where the dense gradient is largest, with r_t decaying
+    from ``drop_fraction`` (0.5) by cosine over training to ``anneal_floor`` (the reference's
+    eta_min 0.005). New weights start at 0 with zeroed optimizer state; a weight dropped and
+    regrown in the same update keeps its value and state, as in the reference. Starts from a
+    random ERK mask at ``initial_density`` (0.5, the reference default) or dense with
+    ``initial_density=1``.
 
     Matched from the reference: pruning before regrowth at the same step, global magnitude
     gradual pruning, per-layer ⌈rate · nonzeros⌉ drop counts, gradient growth among all
-    positions not kept, cosine decay over the whole run. Differences: the reference's
-    cosine floor (eta_min 0.005) is not kept (the rate reaches 0 at ``stop_fraction``), the
-    regrowth runs from the first update step rather than from the start of pruning, and a
-    weight dropped and regrown in the same update restarts at 0 (the reference keeps it).
+    positions not kept, cosine decay over the whole run with its floor. Differences (see
+    docs/fidelity.md): the regrowth runs from the first update step rather than from the
+    start of pruning (the same with ``start_fraction=0``), and the last pruning step reaches
+    ``density`` (the reference's last step stops one step short, at
+    d_f + (d_i − d_f) / n³ for n pruning steps).
     """
 
     name = "granet"

@@ -58,14 +58,14 @@ def test_rigl_grows_exactly_the_k_largest_gradient_positions_not_kept():
     layer.weight.grad = grad.clone()
     s.step()
     # k = int(0.25 * 8) = 2; dropped: |0.05| at (2,1) and |-0.1| at (0,1).
-    # Not kept = 4 inactive + 2 dropped; largest |grad| there: (2,1)=9 (just dropped: regrown
-    # at 0, as in RigL's reference) and (0,3)=5.
+    # Not kept = 4 inactive + 2 dropped; largest |grad| there: (2,1)=9 (just dropped: it keeps
+    # its value, as RigL's reference with reinit_when_same=False) and (0,3)=5 (new, at 0).
     new = s.weights[0].mask
     expected = MASK.clone()
     expected[0, 1] = False
     expected[0, 3] = True
     assert torch.equal(new, expected)
-    assert layer.weight[0, 3] == 0 and layer.weight[2, 1] == 0
+    assert layer.weight[0, 3] == 0 and layer.weight[2, 1] == 0.05
 
 
 def test_after_every_step_pruned_weights_and_their_grads_are_zero():

@@ -1,0 +1,122 @@
+"""Dynamic methods against independent transcriptions of their reference code's update rules.
+
+Each expected mask / value below is computed by a small re-statement of the reference's rule
+(cited per test) on dense tensors, never by calling sparsetrain's own selection code.
+"""
+
+import math
+
+import torch
+from torch import nn
+
+import sparsetrain  # noqa: F401  (registers backends and methods)
+from sparsetrain.algorithms import create
+
+WEIGHTS = torch.tensor([[0.9, -0.1, 0.5, 0.0, 0.31],
+                        [-0.3, 0.7, 0.0, 0.2, -0.62],
+                        [0.0, 0.05, -0.8, 0.6, 0.44]])
+MASK = torch.tensor([[True, True, True, False, True],
+                     [True, True, False, True, False],
+                     [False, True, True, True, True]])  # 11 active of 15
+GRAD = torch.tensor([[0.0, 0.0, 0.0, 5.0, 0.3],
+                     [0.0, 0.0, 0.1, 0.0, 7.0],
+                     [3.0, 9.0, 0.0, 0.2, 0.0]])
+
+
+def _layer(weights=WEIGHTS, mask=MASK):
+    layer = nn.Linear(weights.shape[1], weights.shape[0], bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(weights * mask)
+    return layer
+
+
+def _install(s, layer, mask, weights):
+    w = s.weights[0]
+    w.set_mask(mask)
+    with torch.no_grad():
+        layer.weight.copy_(weights * mask)
+    s.ever_active = {w.name: mask}
+
+
+def rigl_torch_update(weight, mask, grad, momentum, drop_fraction):
+    """rigl-torch ``RigLScheduler._rigl_step`` (REINIT_WHEN_SAME = False) for one layer, restated:
+    keep the n_ones - n_prune largest |w| (inactive weights are 0), grow the n_prune largest
+    |grad| outside the kept set, zero weight and momentum of new connections, then mask both."""
+    n_ones = int(mask.sum())
+    n_prune = int(n_ones * drop_fraction)
+    order = torch.argsort((weight * mask).abs().flatten(), descending=True, stable=True)
+    kept = torch.zeros(mask.numel(), dtype=torch.bool)
+    kept[order[:n_ones - n_prune]] = True
+    score = grad.abs().flatten().clone()
+    score[kept] = score.min() - 1
+    grown = torch.zeros_like(kept)
+    grown[torch.argsort(score, descending=True, stable=True)[:n_prune]] = True
+    new = (grown & ~mask.flatten()).view(mask.shape)
+    new_mask = (kept | grown).view(mask.shape)
+    weight = torch.where(new, torch.zeros_like(weight), weight) * new_mask
+    momentum = torch.where(new, torch.zeros_like(momentum), momentum) * new_mask
+    return new_mask, weight, momentum
+
+
+def test_rigl_update_iteration_matches_the_reference_rule_and_skips_the_optimizer_step():
+    layer = _layer()
+    opt = torch.optim.SGD(layer.parameters(), lr=0.5, momentum=0.9)
+    s = create("rigl", layer, opt, density=11 / 15, distribution="uniform", update_interval=1,
+               anneal="constant", drop_fraction=0.3, stop_fraction=1.0, total_steps=10)
+    _install(s, layer, MASK, WEIGHTS)
+    momentum = torch.arange(15, dtype=torch.float32).view(3, 5) / 10 * MASK
+    opt.state[layer.weight]["momentum_buffer"] = momentum.clone()
+    layer.weight.grad = GRAD.clone()
+    s.step()
+    mask, weight, buf = rigl_torch_update(WEIGHTS * MASK, MASK, GRAD, momentum, 0.3)
+    # int(0.3 * 11) = 3 dropped: -0.1 (0,1), 0.05 (2,1), 0.2 (1,3); grown: (2,1) grad 9 (just
+    # dropped: keeps 0.05 and its momentum), (1,4) grad 7 and (0,3) grad 5 (new, at 0)
+    assert mask[2, 1] and weight[2, 1] == 0.05 and buf[2, 1] == momentum[2, 1] != 0
+    assert torch.equal(s.weights[0].mask, mask)
+    assert torch.equal(layer.weight.detach(), weight)  # no SGD step on the update iteration
+    assert torch.equal(opt.state[layer.weight]["momentum_buffer"], buf)
+
+
+def test_rigl_options_restore_the_old_behaviour():
+    layer = _layer()
+    opt = torch.optim.SGD(layer.parameters(), lr=0.01)
+    s = create("rigl", layer, opt, density=11 / 15, distribution="uniform", update_interval=1,
+               anneal="constant", drop_fraction=0.3, stop_fraction=1.0, total_steps=10,
+               reinit_when_same=True, skip_step_on_update=False)
+    _install(s, layer, MASK, WEIGHTS)
+    layer.weight.grad = GRAD.clone()
+    s.step()
+    stepped = (WEIGHTS - 0.01 * GRAD) * MASK  # the SGD step on the old mask, then the rewiring
+    mask, kept_value, _ = rigl_torch_update(stepped, MASK, GRAD, torch.zeros(3, 5), 0.3)
+    # int(0.3 * 11) = 3 dropped: -0.04 (2,1), -0.1 (0,1), 0.2 (1,3); grown by |grad|: (2,1) 9,
+    # which was just dropped and restarts at 0 (reinit_when_same), (1,4) 7 and (0,3) 5
+    assert mask[2, 1] and kept_value[2, 1] != 0
+    expected = kept_value.clone()
+    expected[2, 1] = 0.0
+    assert torch.equal(s.weights[0].mask, mask)
+    assert torch.allclose(layer.weight.detach(), expected)
+
+
+def test_rigl_takes_the_optimizer_step_on_other_iterations():
+    layer = _layer()
+    opt = torch.optim.SGD(layer.parameters(), lr=0.5)
+    s = create("rigl", layer, opt, density=11 / 15, distribution="uniform", update_interval=2,
+               drop_fraction=0.3, total_steps=10)
+    _install(s, layer, MASK, WEIGHTS)
+    layer.weight.grad = GRAD.clone()
+    s.step()  # step 1: not an update
+    assert torch.allclose(layer.weight.detach(), (WEIGHTS - 0.5 * GRAD) * MASK)
+
+
+def test_granet_regrowth_rate_is_the_reference_cosine_decay_and_pruning_ends_at_half():
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    s = create("granet", model, None, density=0.1, total_steps=40, update_interval=4)
+    # the reference's CosineDecay: a CosineAnnealingLR(T_max = all steps, eta_min = 0.005) on a
+    # dummy optimizer at lr = death rate 0.5, stepped once per training step before it is read
+    dummy = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.5)
+    stepper = torch.optim.lr_scheduler.CosineAnnealingLR(dummy, 40, eta_min=0.005)
+    for t in range(1, 41):
+        dummy.step()  # (a no-op: keeps torch from warning about the order)
+        stepper.step()
+        assert math.isclose(s.drop_schedule.at(t), dummy.param_groups[0]["lr"], rel_tol=1e-9, abs_tol=1e-12)
+    assert s.pruning.end == 20  # final_prune_epoch 80 of 160 epochs
