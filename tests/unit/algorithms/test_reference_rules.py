@@ -120,3 +120,85 @@ def test_granet_regrowth_rate_is_the_reference_cosine_decay_and_pruning_ends_at_
         stepper.step()
         assert math.isclose(s.drop_schedule.at(t), dummy.param_groups[0]["lr"], rel_tol=1e-9, abs_tol=1e-12)
     assert s.pruning.end == 20  # final_prune_epoch 80 of 160 epochs
+
+
+def _mest_model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 10), nn.ReLU(), nn.Linear(10, 12), nn.ReLU(), nn.Linear(12, 3))
+
+
+def _top(values, k):
+    """Reference pruning (``weight_pruning``, irregular, sp_lmd = 0): the k largest |w| stay."""
+    order = torch.argsort(values.abs().flatten(), descending=True, stable=True)
+    keep = torch.zeros(values.numel(), dtype=torch.bool)
+    keep[order[:k]] = True
+    return keep.view(values.shape)
+
+
+def _mest_run(soft_bound):
+    model = _mest_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.0, momentum=0.9)  # lr 0: weights stay as set
+    s = create("mest", model, opt, density=0.2, total_steps=100, steps_per_epoch=10, seed=1,
+               soft_bound=soft_bound)
+    return model, opt, s
+
+
+def test_mest_defaults_follow_the_released_code_and_mutate_at_the_start():
+    _, _, s = _mest_run(soft_bound=True)
+    # profiles: uniform, first conv and classifier dense; the mutation at epoch 0 grows
+    # int(0.5 * 24) = 12 on top of the target 24 of the 120 middle weights
+    assert [w.name for w in s.weights] == ["2.weight"] and s.targets == {"2.weight": 24}
+    assert s.weights[0].active == 36 and s.config.grad_coeff == 0.0
+
+
+def test_mest_soft_bound_update_prunes_to_target_by_magnitude_then_grows_at_random():
+    model, opt, s = _mest_run(soft_bound=True)
+    w, layer = s.weights[0], model[2]
+    values = (torch.randperm(120, generator=torch.Generator().manual_seed(3)).float() + 1).view(12, 10) / 100
+    with torch.no_grad():
+        layer.weight.copy_(values * w.mask)
+    opt.state[layer.weight]["momentum_buffer"] = torch.ones(12, 10) * w.mask
+    x, y = torch.randn(4, 6), torch.randint(0, 3, (4,))
+    for step in range(1, 51):  # the update at step 50 = the start of epoch 5
+        before = w.mask.clone()
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        s.step()
+    kept = _top(values * before, 24)
+    grown = w.mask & ~kept
+    assert torch.equal(w.mask & kept, kept) and int(grown.sum()) == 12 and w.active == 36
+    assert torch.equal(layer.weight.detach()[kept], values[kept])
+    assert layer.weight.detach()[grown].eq(0).all()
+    assert opt.state[layer.weight]["momentum_buffer"][grown].eq(0).all()
+    for step in range(51, 76):  # step 75 = 0.75 of training: the last prune, to the target
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        s.step()
+    assert torch.equal(w.mask, kept)  # the grown weights are still at 0: pruned away
+    assert s.current_targets() == {"2.weight": 24}
+
+
+def test_mest_without_soft_bound_prunes_below_target_and_grows_back():
+    model, opt, s = _mest_run(soft_bound=False)
+    w, layer = s.weights[0], model[2]
+    assert w.active == 24  # EM: prune to 24 - 12, grow 12 back
+    values = (torch.randperm(120, generator=torch.Generator().manual_seed(4)).float() + 1).view(12, 10) / 100
+    with torch.no_grad():
+        layer.weight.copy_(values * w.mask)
+    before = w.mask.clone()
+    s.update_topology({})
+    kept = _top(values * before, 12)
+    assert w.active == 24 and torch.equal(w.mask & kept, kept) and int((w.mask & ~kept).sum()) == 12
+
+
+def test_mest_mutation_schedule_is_the_scripts_bounds():
+    model = _mest_model()
+    s = create("mest", model, None, density=0.1, total_steps=160, steps_per_epoch=1)
+    # EM&S script: lower (prune-to) sparsity 0.9, upper (grow-to) 0.85-0.875-0.9, stepping at
+    # epochs 90 and 120, updates every 5 epochs at epoch start: grown = (0.9 - upper) / 0.1 x target
+    for epoch in range(1, 160):
+        due = epoch % 5 == 0 and epoch <= 120  # 125..155: the reference prunes to 0.9, grows 0: no-op
+        assert s.schedule.is_update(epoch) == due
+        if due:
+            upper = [0.85, 0.875, 0.9][sum(epoch >= e for e in (90, 120))]
+            assert math.isclose(s.drop_schedule.at(epoch), (0.9 - upper) / 0.1, abs_tol=1e-12)

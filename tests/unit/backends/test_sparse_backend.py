@@ -27,6 +27,8 @@ def _train(backend, method, steps=50, optimizer="sgd", density=0.1, **options):
     opt = (torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4) if optimizer == "sgd"
            else torch.optim.Adam(model.parameters(), lr=0.01))
     extra = {} if method == "static" else dict(total_steps=steps, update_interval=5, drop_fraction=0.5)
+    if method == "mest":  # in steps, on every layer, as the other methods here
+        extra.update(interval_unit="steps", dense_first=False, dense_last=False)
     m = create(method, model, opt, density=density, distribution="uniform", backend=backend, seed=7,
                **extra, **options)
     x, y = _data()
@@ -190,7 +192,8 @@ def test_checkpoint_round_trip_with_a_changed_number_of_weights():
     model = _model()
     opt2 = torch.optim.Adam(model.parameters(), lr=0.01)
     m2 = create("mest", model, opt2, density=0.2, distribution="uniform", backend="sparse", seed=7,
-                total_steps=12, update_interval=5, drop_fraction=0.5)
+                total_steps=12, update_interval=5, drop_fraction=0.5, interval_unit="steps", dense_first=False,
+                dense_last=False)
     model.load_state_dict(state["model"])
     opt2.load_state_dict(state["opt"])
     x, _ = _data()
