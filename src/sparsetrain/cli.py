@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -20,7 +21,7 @@ from sparsetrain.algorithms import METHODS
 from sparsetrain.criteria import CRITERIA
 from sparsetrain.data import DATASETS
 from sparsetrain.distributions import DISTRIBUTIONS
-from sparsetrain.errors import UserError
+from sparsetrain.errors import RunHeldError, UserError
 from sparsetrain.experiments import ExperimentConfig, ResultsStore, build_spec, run
 from sparsetrain.experiments.spec import config_fields
 from sparsetrain.models import MODELS
@@ -100,23 +101,33 @@ def cmd_train(argv: Sequence[str]) -> int:
     parser.add_argument("--method", help=f"sparsity method ({', '.join(METHODS.names())})")
     parser.add_argument("--seeds", help="comma-separated seeds, one run each (overrides --seed)")
     parser.add_argument("--out", default=DEFAULT_OUT, help="run folders and results.db go here")
-    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    parser.add_argument("--restart", action="store_true", help="start unfinished runs over instead of "
+                        "continuing from their last checkpoint (the default)")
+    parser.add_argument("--resume", action="store_true", help=argparse.SUPPRESS)  # the default now
     parser.add_argument("--force", action="store_true", help="run again even if already finished")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_run_flags(parser, str(method))
     args = vars(parser.parse_args(argv))
-    control = {k: args.pop(k) for k in ("config", "seeds", "out", "resume", "force", "no_progress")}
+    control = {k: args.pop(k) for k in ("config", "seeds", "out", "restart", "resume", "force", "no_progress")}
+    if control["restart"] and control["resume"]:
+        raise UserError("give --restart (start over) or --resume (the default), not both")
     values.update({k: v for k, v in args.items() if v is not None})
     values["method"] = method
     where = f"config file {control['config']!r}" if control["config"] else "config"
     seeds = _seeds(control["seeds"]) if control["seeds"] else (values.get("seed", 0),)
     specs = [build_spec({**values, "seed": seed}, where=where) for seed in seeds]
     out = Path(control["out"])
+    runs = []
     with ResultsStore(out / "results.db") as store:
-        runs = [run(spec, root=out, store=store, resume=control["resume"], force=control["force"],
-                    progress=not control["no_progress"]) for spec in specs]
+        for spec in specs:
+            try:
+                runs.append(run(spec, root=out, store=store, resume=not control["restart"],
+                                force=control["force"], progress=not control["no_progress"]))
+            except RunHeldError as exc:  # another process trains it: move on
+                print(f"sparsetrain: {exc}", file=sys.stderr)
         among = _all_ids(store)
-    print("\n" + comparison_table(runs, among=among))
+    if runs:
+        print("\n" + comparison_table(runs, among=among))
     return 0
 
 
@@ -447,14 +458,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         print(usage)
         return 0 if argv else 2
+    from sparsetrain.experiments.process import exit_code, interrupt_on_terminate
+
+    previous = interrupt_on_terminate()  # SIGTERM (timeout, SLURM) stops a run as Ctrl-C does
     try:
         return COMMANDS[argv[0]](argv[1:])
     except UserError as exc:
         print(f"sparsetrain: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("sparsetrain: interrupted; continue with --resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        print("sparsetrain: interrupted; the run is stored as interrupted, and the same command "
+              "continues it from its last checkpoint", file=sys.stderr)
+        return exit_code(exc)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

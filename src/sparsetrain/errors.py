@@ -7,3 +7,11 @@ class UserError(ValueError):
 
 class ConfigError(UserError):
     """A config field has a value outside what the field allows."""
+
+
+class DivergedError(UserError):
+    """Training produced a non-finite loss: the run stops and is stored as ``diverged``."""
+
+
+class RunHeldError(UserError):
+    """Another process holds the lock of this run (it is training it right now)."""

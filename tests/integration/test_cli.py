@@ -94,9 +94,11 @@ def test_resume_continues_an_interrupted_run(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(trainer_module.Trainer, "save", save_then_stop)
     assert main(args) == 130
-    assert _runs(out)[0][1] == "failed"
+    assert _runs(out)[0][1] == "interrupted"
     monkeypatch.setattr(trainer_module.Trainer, "save", original)
-    assert main(args + ["--resume"]) == 0
+    capsys.readouterr()
+    assert main(args) == 0  # resuming is the default
+    assert "resuming after epoch 2 of 3" in capsys.readouterr().out
     (row,) = _runs(out)
     assert row[1] == "finished"
     lines = (out / row[0] / "metrics.jsonl").read_text().splitlines()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any, Iterable
@@ -17,7 +18,13 @@ from sparsetrain.engine.checkpoint import load_checkpoint, rng_state, save_check
 from sparsetrain.engine.config import TrainConfig
 from sparsetrain.engine.events import Callback, Event
 from sparsetrain.engine.optim import make_optimizer, make_scheduler
+from sparsetrain.errors import DivergedError
 from sparsetrain.sparse import generator
+
+
+DIVERGED_FACTOR = 1000.0
+"""An epoch whose mean cross-entropy exceeds this many times ln(classes) (the loss of a
+uniform guess) is diverged: logits that far off are overflowing, not learning."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -77,6 +84,7 @@ class Trainer:
                        **self.evaluate(self.data.val, "val"), **self.evaluate(self.data.test, "test"),
                        "lr": self.optimizer.param_groups[0]["lr"], "density": self.method.density(),
                        "itop_rate": self.method.itop_rate(), "epoch_time_s": time.perf_counter() - started}
+            self.check_finite(metrics)
             self.history.append(metrics)
             self.fire(Event.EVAL)
             self.epoch += 1
@@ -90,14 +98,16 @@ class Trainer:
         self.model.train()
         order = generator(self.seed, self.epoch, "batches")
         total_loss, correct, seen = 0.0, 0, 0
-        for x, y in batches(self.data.train, self.config.batch_size, shuffle=True,
-                            generator=order, device=self.device):
+        for step, (x, y) in enumerate(batches(self.data.train, self.config.batch_size, shuffle=True,
+                                              generator=order, device=self.device), 1):
             self.batch = (x, y)
             self.fire(Event.BATCH_START)
             x, y = self.batch
             self.optimizer.zero_grad(set_to_none=True)
             logits = self.model(x)
             self.loss = F.cross_entropy(logits, y)
+            if not torch.isfinite(self.loss):
+                raise self.diverged(step, float(self.loss.detach()), x)
             self.loss.backward()
             self.fire(Event.AFTER_BACKWARD)
             self.method.step()
@@ -107,6 +117,34 @@ class Trainer:
             seen += len(y)
             self.fire(Event.BATCH_END)
         return {"train_loss": total_loss / seen, "train_acc": correct / seen}
+
+    def diverged(self, step: int, loss: float, x: torch.Tensor) -> DivergedError:
+        """The error for a non-finite loss at ``step`` (1-based) of the current epoch."""
+        if not bool(torch.isfinite(x).all()):
+            cause = "the training batch holds non-finite values (check the data file)"
+        else:
+            cause = (f"the learning rate (lr={self.config.lr:g}) or weight decay "
+                     f"({self.config.weight_decay:g}) is too high for this model and optimizer")
+        return DivergedError(f"training diverged at epoch {self.epoch + 1}, step {step} of "
+                             f"{self.steps_per_epoch}: the loss is {loss}; likely cause: {cause}")
+
+    def check_finite(self, metrics: dict[str, float]) -> None:
+        """Stop the run (`DivergedError`) when an epoch's losses are not finite (the weights
+        diverged even if every training loss was), or when its mean training loss exceeds
+        `DIVERGED_FACTOR` times that of a uniform guess (ln C): finite, but not training."""
+        bad = sorted(k for k, v in metrics.items() if k.endswith("_loss") and not math.isfinite(v))
+        limit = DIVERGED_FACTOR * math.log(max(self.data.num_classes, 2))
+        if bad:
+            what = f"{bad[0]} is {metrics[bad[0]]}"
+        elif metrics["train_loss"] > limit:
+            what = (f"the mean training loss is {metrics['train_loss']:.3g}, over {DIVERGED_FACTOR:g} "
+                    f"times that of a uniform guess (ln {self.data.num_classes})")
+        else:
+            return
+        raise DivergedError(
+            f"training diverged in epoch {self.epoch + 1}: {what}; likely cause: the learning rate "
+            f"(lr={self.config.lr:g}) or weight decay ({self.config.weight_decay:g}) is too high, "
+            "or the data hold non-finite values")
 
     @torch.no_grad()
     def evaluate(self, data: TensorData, prefix: str) -> dict[str, float]:

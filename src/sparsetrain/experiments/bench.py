@@ -42,20 +42,23 @@ import concurrent.futures as futures
 import dataclasses
 import multiprocessing
 import os
+import signal
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import yaml
 
 from sparsetrain.algorithms import METHODS, config_class
 from sparsetrain.engine import TrainConfig
-from sparsetrain.errors import UserError
+from sparsetrain.errors import DivergedError, RunHeldError, UserError
 from sparsetrain.config import from_dict
 from sparsetrain.experiments.pruning import LotteryChain, LotteryConfig, TicketRun, run_lottery_chain, ticket_levels
 from sparsetrain.experiments.spec import ExperimentConfig, RunSpec, allowed_keys, build_spec
+from sparsetrain.experiments.process import exit_with_parent, interrupt_on_terminate, parent_alive
 from sparsetrain.experiments.store import ResultsStore
 
 LOTTERY = "lottery"
@@ -296,7 +299,7 @@ def lottery_chain(common: dict[str, Any], options: dict[str, Any], densities: li
 
 def _run_chain(chain: LotteryChain, out: str, force: bool) -> list[dict[str, Any]]:
     """Train one lottery chain (in this process); returns its store rows."""
-    with ResultsStore(Path(out) / "results.db") as store:
+    with _ends_with_parent(), ResultsStore(Path(out) / "results.db") as store:
         return run_lottery_chain(store, out, chain, force=force, log=lambda message: None)
 
 
@@ -326,15 +329,37 @@ def _run_cell(values: dict[str, Any], out: str, force: bool) -> dict[str, Any]:
     from sparsetrain.experiments.runner import run
 
     spec = build_spec(values, where="grid")
-    with ResultsStore(Path(out) / "results.db") as store:
-        return run(spec, root=out, store=store, resume=True, force=force, progress=False,
-                   log=lambda message: None)
+    with _ends_with_parent(), ResultsStore(Path(out) / "results.db") as store:
+        try:
+            return run(spec, root=out, store=store, resume=True, force=force, progress=False,
+                       log=lambda message: None)
+        except RunHeldError as exc:
+            return {"held": str(exc)}
 
 
-def _init_worker(threads: int) -> None:
+_PARENT: int | None = None  # in a worker process: the pid of the bench that started it
+
+
+def _init_worker(threads: int, parent: int) -> None:
     import torch
 
+    global _PARENT
+    _PARENT = parent
     torch.set_num_threads(threads)
+    interrupt_on_terminate()
+    exit_with_parent(parent)
+
+
+@contextmanager
+def _ends_with_parent() -> Iterator[None]:
+    """In a worker whose parent died (SIGTERM by `exit_with_parent`): once the runner has
+    marked the run interrupted, end the process instead of waiting for more work."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        if _PARENT is not None and not parent_alive(_PARENT):
+            os._exit(128 + signal.SIGTERM)
+        raise
 
 
 def run_grid(runs: list[GridRun | LotteryGrid], out: str | os.PathLike[str], *, jobs: int = 1,
@@ -344,7 +369,8 @@ def run_grid(runs: list[GridRun | LotteryGrid], out: str | os.PathLike[str], *, 
 
     A lottery chain is one job (its levels run one after the other in that job); a grid
     dense run that is a chain's level 0 is left to the chain, so no two jobs train one run.
-    Returns the run ids ``trained``, ``skipped`` (already finished) and ``failed``.
+    Returns the run ids ``trained``, ``skipped`` (already finished), ``held`` (skipped: another
+    process is training them) and ``failed``. A worker ends when this process dies.
     """
     if jobs < 1:
         raise UserError(f"--jobs must be at least 1; got {jobs}")
@@ -369,7 +395,7 @@ def run_grid(runs: list[GridRun | LotteryGrid], out: str | os.PathLike[str], *, 
         + (f"as {len(todo)} task{'s' if len(todo) > 1 else ''}, {chains} "
            f"{'a lottery chain' if chains == 1 else 'lottery chains'} " if chains else "")
         + f"({jobs} job{'s' if jobs > 1 else ''} x {threads} thread{'s' if threads > 1 else ''})")
-    result: dict[str, list[str]] = {"trained": [], "skipped": skipped, "failed": []}
+    result: dict[str, list[str]] = {"trained": [], "skipped": skipped, "failed": [], "held": []}
     started = time.perf_counter()
 
     def report(k: int, cell: GridRun | LotteryGrid, row: Any, error: BaseException | None) -> None:
@@ -383,13 +409,17 @@ def run_grid(runs: list[GridRun | LotteryGrid], out: str | os.PathLike[str], *, 
             what = (f"{len(finished)} runs trained" if error is None else
                     f"FAILED after {len(finished)} runs: {type(error).__name__}: {error}")
             log(f"[{k}/{len(todo)} {elapsed:6.0f}s] {cell.describe()}: {what}")
+        elif error is None and "held" in (row or {}):
+            result["held"].append(cell.run_id)
+            log(f"[{k}/{len(todo)} {elapsed:6.0f}s] {cell.describe()}: skipped, {row['held']}")
         elif error is None:
             result["trained"].append(cell.run_id)
             acc = (row or {}).get("final", {}).get("test_acc")
             log(f"[{k}/{len(todo)} {elapsed:6.0f}s] {cell.describe()}: test acc {acc:.4f}")
         else:
             result["failed"].append(cell.run_id)
-            log(f"[{k}/{len(todo)} {elapsed:6.0f}s] {cell.describe()}: FAILED {type(error).__name__}: {error}")
+            what = "DIVERGED" if isinstance(error, DivergedError) else f"FAILED {type(error).__name__}:"
+            log(f"[{k}/{len(todo)} {elapsed:6.0f}s] {cell.describe()}: {what} {error}")
 
     def job(cell: GridRun | LotteryGrid) -> tuple[Callable[..., Any], tuple[Any, ...]]:
         if isinstance(cell, LotteryGrid):
@@ -414,7 +444,7 @@ def run_grid(runs: list[GridRun | LotteryGrid], out: str | os.PathLike[str], *, 
     try:
         context = multiprocessing.get_context("spawn")
         pool = futures.ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker,
-                                           initargs=(threads,))
+                                           initargs=(threads, os.getpid()))
         try:
             pending = {pool.submit(function, *args): cell for cell in todo for function, args in [job(cell)]}
             for k, future in enumerate(futures.as_completed(pending), 1):
@@ -423,8 +453,12 @@ def run_grid(runs: list[GridRun | LotteryGrid], out: str | os.PathLike[str], *, 
                     report(k, cell, future.result(), None)
                 except Exception as exc:
                     report(k, cell, None, exc)
-        except BaseException:  # Ctrl-C: drop the queued runs instead of waiting for them
+        except BaseException:  # Ctrl-C, SIGTERM: drop the queued runs instead of waiting for them
+            workers = list(getattr(pool, "_processes", {}).values())  # private, but no public way
             pool.shutdown(wait=False, cancel_futures=True)
+            for worker in workers:  # SIGTERM: each marks its run interrupted and ends
+                if worker.is_alive():
+                    worker.terminate()
             raise
         pool.shutdown()
     finally:

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from sparsetrain.atomic import atomic_write_text
-from sparsetrain.experiments.store import json_default, to_json
+from sparsetrain.experiments.store import finite, json_default, to_json
 
 
 class RunDir:
@@ -41,6 +41,11 @@ class RunDir:
     def last_checkpoint(self) -> Path:
         return self.checkpoint_dir / "last.pt"
 
+    @property
+    def lock_path(self) -> Path:
+        """The file a training process locks (`RunLock`): one writer per run."""
+        return self.path / "run.lock"
+
     def create(self) -> RunDir:
         """Make the run folder and its checkpoint folder; returns self."""
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
@@ -59,7 +64,7 @@ class RunDir:
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         """Append ``record`` as one JSON line to `metrics_path`."""
-        line = json.dumps(record, default=json_default, sort_keys=True) + "\n"
+        line = json.dumps(finite(record), default=json_default, sort_keys=True, allow_nan=False) + "\n"
         self.path.mkdir(parents=True, exist_ok=True)
         with open(self.metrics_path, "a", encoding="utf-8") as f:
             f.write(line)
@@ -80,6 +85,36 @@ class RunDir:
                 if isinstance(record, dict):
                     records.append(record)
         return records
+
+    def remove_temporary(self) -> list[Path]:
+        """Delete the ``.<name>.*.tmp`` files that an atomic write killed midway left in the run
+        folder and its checkpoint folder (call it under the run's lock); returns them."""
+        stale = [p for folder in (self.path, self.checkpoint_dir) if folder.is_dir()
+                 for p in folder.glob(".*.tmp") if p.is_file()]
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return stale
+
+    def set_aside(self) -> None:
+        """Move the checkpoint and metrics of a finished run aside before a ``--force`` retry."""
+        for path in (self.last_checkpoint, self.metrics_path):
+            if path.exists():
+                os.replace(path, self._aside(path))
+
+    def put_back(self) -> None:
+        """Undo `set_aside` (the retry failed: the finished run's files return)."""
+        for path in (self.last_checkpoint, self.metrics_path):
+            if self._aside(path).exists():
+                os.replace(self._aside(path), path)
+
+    def drop_aside(self) -> None:
+        """Delete what `set_aside` kept (the retry finished)."""
+        for path in (self.last_checkpoint, self.metrics_path):
+            self._aside(path).unlink(missing_ok=True)
+
+    @staticmethod
+    def _aside(path: Path) -> Path:
+        return path.with_name(path.name + ".finished")
 
     def truncate_after_epoch(self, epoch: int) -> None:
         """Keep only the metric records with ``epoch <= epoch`` (and those without one), to resume."""

@@ -13,6 +13,8 @@ from sparsetrain import analysis
 from sparsetrain.data import load
 from sparsetrain.engine import Callback, Trainer
 from sparsetrain.engine.trainer import resolve_device
+from sparsetrain.errors import DivergedError
+from sparsetrain.experiments.lock import RunLock
 from sparsetrain.experiments.robustness import check_robust_eval, evaluate_robustness, robustness_callbacks
 from sparsetrain.experiments.rundir import RunDir
 from sparsetrain.experiments.spec import RunSpec
@@ -26,11 +28,15 @@ FINAL_KEYS = ("test_acc", "test_loss", "val_acc", "val_loss", "train_acc", "trai
 class RecordCallback(Callback):
     """Writes each epoch to the store and metrics.jsonl; marks the run started and resumed."""
 
-    def __init__(self, store: ResultsStore, run_dir: RunDir, run_id: str, spec: RunSpec) -> None:
-        self.store, self.run_dir, self.run_id, self.spec = store, run_dir, run_id, spec
+    def __init__(self, store: ResultsStore, run_dir: RunDir, run_id: str, spec: RunSpec,
+                 log: Callable[[str], None] = print) -> None:
+        self.store, self.run_dir, self.run_id, self.spec, self.log = store, run_dir, run_id, spec, log
 
     def on_fit_start(self, trainer: Trainer) -> None:
         resumed = trainer.epoch if trainer.epoch > 0 else None
+        if resumed:
+            self.log(f"{self.run_id}: resuming after epoch {resumed} of {trainer.config.epochs} from "
+                     f"{str(self.run_dir.last_checkpoint)!r} (--restart starts over)")
         self.store.start(self.run_id, config_hash=self.spec.config_hash,
                          seed=self.spec.experiment.seed, config=self.spec.resolved(),
                          resume_from_epoch=resumed)
@@ -65,7 +71,14 @@ class ProgressCallback(Callback):
 def run(spec: RunSpec, *, root: str | Path, store: ResultsStore, resume: bool = False,
         force: bool = False, progress: bool = True,
         log: Callable[[str], None] = print, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
-    """Train ``spec`` unless the same config and seed already finished; returns its store row."""
+    """Train ``spec`` unless the same config and seed already finished; returns its store row.
+
+    With ``resume`` an unfinished run continues from its last checkpoint; without, it starts
+    over. ``force`` trains a finished run again from the start; should that retry stop, the
+    finished result (row, epochs, checkpoint, metrics) is put back. One process at a time
+    trains a run (`RunLock`): another one gets `RunHeldError`. A run that stops is stored as
+    ``diverged`` (non-finite loss), ``interrupted`` (SIGINT/SIGTERM) or ``failed``.
+    """
     exp = spec.experiment
     run_id = store.run_id(spec.config_hash, exp.seed)
     data = load(exp.dataset, seed=exp.seed, val_fraction=exp.val_fraction, data_dir=exp.data_dir,
@@ -81,35 +94,65 @@ def run(spec: RunSpec, *, root: str | Path, store: ResultsStore, resume: bool = 
     trainer = Trainer(model, data, spec.train, method=exp.method, method_config=spec.method,
                       seed=exp.seed, checkpoint_path=run_dir.last_checkpoint,
                       callbacks=[*robustness_callbacks(exp, data),
-                                 RecordCallback(store, run_dir, run_id, spec),
+                                 RecordCallback(store, run_dir, run_id, spec, log),
                                  ProgressCallback(f"{exp.method} seed {exp.seed}", progress),
                                  *callbacks])
     # everything a user can get wrong has been checked above, before the store is touched
-    if store.is_finished(run_id) and not force:
-        log(f"{run_id}: already finished (use --force to run it again)")
-        return store.get_run(run_id)
-    run_dir.create()
-    run_dir.write_config(spec.resolved())
-    log(f"{run_id}: {exp.method} on {exp.model}/{exp.dataset}, run folder {run_dir.path}")
-    log(analysis.describe(analysis.layer_table(trainer.model, data.input_shape), trainer.method.itop_rate()))
+    with RunLock(run_dir.lock_path, run_id):
+        if store.is_finished(run_id) and not force:
+            log(f"{run_id}: already finished (use --force to run it again)")
+            return store.get_run(run_id)
+        retried = store.get_run(run_id) if store.is_finished(run_id) else None  # --force
+        previous_epochs = store.epochs(run_id) if retried else []
+        run_dir.create()
+        run_dir.remove_temporary()
+        if retried:
+            run_dir.set_aside()
+        elif not resume:
+            run_dir.last_checkpoint.unlink(missing_ok=True)  # start over: never resume it later
+        run_dir.write_config(spec.resolved())
+        log(f"{run_id}: {exp.method} on {exp.model}/{exp.dataset}, run folder {run_dir.path}")
+        log(analysis.describe(analysis.layer_table(trainer.model, data.input_shape),
+                              trainer.method.itop_rate()))
+        try:
+            row = _train(trainer, spec, data, store, run_id, resume=resume and not retried, log=log)
+        except BaseException as exc:
+            status = stop_status(exc)
+            if store.get_run(run_id) is not None:  # started: keep a record of why it stopped
+                store.stop(run_id, status, str(exc) if status != "failed" else f"{type(exc).__name__}: {exc}")
+            if retried:
+                run_dir.put_back()
+                store.restore(retried, previous_epochs)
+                log(f"{run_id}: the --force retry stopped ({status}); the finished result is kept")
+            raise
+        if retried:
+            run_dir.drop_aside()
+        return row
+
+
+def _train(trainer: Trainer, spec: RunSpec, data: Any, store: ResultsStore, run_id: str, *,
+           resume: bool, log: Callable[[str], None]) -> dict[str, Any]:
+    """Fit, evaluate and store the run as finished; returns its store row."""
     started = time.perf_counter()
-    try:
-        history = trainer.fit(resume=resume)
-    except BaseException as exc:
-        if store.get_run(run_id) is not None:  # started: keep a record of why it stopped
-            store.fail(run_id, f"{type(exc).__name__}: {exc}")
-        raise
+    history = trainer.fit(resume=resume)
     layers = analysis.layer_table(trainer.model, data.input_shape)
     final = {k: history[-1][k] for k in FINAL_KEYS if k in history[-1]}
     final.update(analysis.totals(layers), itop_rate=trainer.method.itop_rate(),
                  epochs=len(history), train_time_s=time.perf_counter() - started)
     final.update(train_samples=len(data.train), test_samples=len(data.test),
                  trained_weights=trainer.method.trains_weights)
-    final.update(evaluate_robustness(trainer.model, data, exp))
+    final.update(evaluate_robustness(trainer.model, data, spec.experiment))
     store.finish(run_id, final, layers)
     log(analysis.describe(layers, trainer.method.itop_rate()))
     log(f"{run_id}: test accuracy {final['test_acc']:.4f}")
     return store.get_run(run_id)
+
+
+def stop_status(exc: BaseException) -> str:
+    """The store status of a run stopped by ``exc``: diverged, interrupted or failed."""
+    if isinstance(exc, DivergedError):
+        return "diverged"
+    return "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
 
 
 def scenario_context(spec: RunSpec, data: Any, root: str | Path) -> ScenarioContext:

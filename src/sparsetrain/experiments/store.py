@@ -8,6 +8,7 @@ The database is in WAL mode, so readers (reports) never block a writing training
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
 import time
@@ -62,13 +63,30 @@ CREATE TABLE IF NOT EXISTS links (
 
 _JSON_COLUMNS = ("config", "final", "layers")
 FILTER_KEYS = ("method", "model", "dataset", "config_hash", "seed", "density")
-STATUSES = ("running", "finished", "failed")
+STATUSES = ("running", "finished", "failed", "diverged", "interrupted")
+# running: being trained (or killed without a chance to say so: SIGKILL, power loss);
+# finished: a result; failed: stopped by an error; diverged: stopped by a non-finite loss
+# (never a result: reports list it but never average it); interrupted: stopped by SIGINT or
+# SIGTERM (Ctrl-C, `timeout`, SLURM), resumable from its last checkpoint.
+STOPPED = ("failed", "diverged", "interrupted")
+
+
+def finite(value: Any) -> Any:
+    """``value`` with every non-finite float (NaN, +-inf) inside dicts, lists and tuples
+    replaced by None, so that it is valid JSON (which has no NaN) for SQLite's JSON functions."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
 
 
 def json_default(value: Any) -> Any:
     """``json.dumps`` hook for numpy/torch scalars and arrays, paths and sets."""
     if hasattr(value, "tolist"):  # numpy scalars and arrays, torch tensors
-        return value.tolist()
+        return finite(value.tolist())
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     if isinstance(value, (set, frozenset)):
@@ -77,8 +95,10 @@ def json_default(value: Any) -> Any:
 
 
 def to_json(value: Any) -> str:
-    """Compact JSON text of ``value``, converting numpy/torch values to plain Python."""
-    return json.dumps(value, default=json_default, sort_keys=True, separators=(",", ":"))
+    """Compact JSON text of ``value``, converting numpy/torch values to plain Python and
+    non-finite numbers to null (see `finite`)."""
+    return json.dumps(finite(value), default=json_default, sort_keys=True, separators=(",", ":"),
+                      allow_nan=False)
 
 
 class ResultsStore:
@@ -168,14 +188,35 @@ class ResultsStore:
 
     def fail(self, run_id: str, error: str) -> None:
         """Mark ``run_id`` failed with the error message ``error``."""
+        self.stop(run_id, "failed", error)
+
+    def stop(self, run_id: str, status: str, error: str) -> None:
+        """Mark ``run_id`` stopped with ``status`` (one of `STOPPED`) and the message ``error``."""
+        if status not in STOPPED:
+            raise ValueError(f"status must be one of {', '.join(STOPPED)}; got {status!r}")
         now = time.time()
         with self._write() as db:
             cursor = db.execute(
-                """UPDATE runs SET status = 'failed', finished_at = ?, duration_s = ? - started_at,
+                """UPDATE runs SET status = ?, finished_at = ?, duration_s = ? - started_at,
                      error = ? WHERE run_id = ?""",
-                (now, now, str(error), run_id),
+                (status, now, now, str(error), run_id),
             )
             _require_row(cursor, run_id)
+
+    def restore(self, run: dict[str, Any], epochs: Sequence[dict[str, Any]]) -> None:
+        """Put back a run row as `get_run` returned it and its `epochs` (e.g. the finished
+        result that a failed ``--force`` retry must not replace)."""
+        columns = [c for c in run if c != "run_id"]
+        values = [to_json(run[c]) if c in _JSON_COLUMNS and run[c] is not None else run[c]
+                  for c in columns]
+        with self._write() as db:
+            cursor = db.execute(
+                f"UPDATE runs SET {', '.join(f'{c} = ?' for c in columns)} WHERE run_id = ?",
+                (*values, run["run_id"]))
+            _require_row(cursor, run["run_id"])
+            db.execute("DELETE FROM epochs WHERE run_id = ?", (run["run_id"],))
+            db.executemany("INSERT INTO epochs (run_id, epoch, metrics) VALUES (?, ?, ?)",
+                           [(run["run_id"], int(e["epoch"]), to_json(e)) for e in epochs])
 
     # -- reading --------------------------------------------------------------------------
 
