@@ -5,7 +5,7 @@ from torch import nn
 
 from sparsetrain.data import DatasetSplits, TensorData
 
-FAST = {"update_interval": 3, "drop_fraction": 0.5}
+FAST = {"update_interval": 3, "drop_fraction": 0.5, "min_kernel": 3}  # min_kernel: dsn sparsifies the 3-tap conv
 
 
 def toy_data() -> DatasetSplits:

@@ -39,3 +39,6 @@ __all__ += ["EdgePopup", "SupermaskConfig"]
 from sparsetrain.algorithms.suptickets import SupTickets, SupTicketsConfig  # noqa: E402
 
 __all__ += ["SupTickets", "SupTicketsConfig"]
+from sparsetrain.algorithms.dsn import DSN, DSNConfig  # noqa: E402
+
+__all__ += ["DSN", "DSNConfig"]

@@ -138,6 +138,9 @@ class Sparsifier(Method):
     """A fixed random mask at the chosen allocation; the base of every sparse method."""
 
     config_class: ClassVar[type] = SparsityConfig
+    density_of_all_weights: ClassVar[bool] = True
+    """True when ``density`` is the active fraction of all sparsified weights (False for DSN,
+    whose density holds inside each channel group's receptive field)."""
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
                  **kwargs: Any) -> None:

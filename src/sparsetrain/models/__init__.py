@@ -64,6 +64,7 @@ def create(
 # Importing the model modules registers them; they import register_model from above.
 from sparsetrain.models import (  # noqa: E402, F401
     cnn1d,
+    dsn,
     lenet,
     mlp,
     preactresnet,
