@@ -12,6 +12,7 @@ kept small (a few epochs on 2 shared CPU cores).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import platform
 import statistics
 import sys
@@ -24,6 +25,31 @@ from sparsetrain.experiments import ResultsStore, build_spec, run
 
 MNIST1D_MLP = {"model": "mlp", "dataset": "mnist1d", "batch_size": 128, "momentum": 0.9,
                "lr_schedule": "cosine", "device": "cpu", "model_options": {"widths": [256, 256]}}
+
+
+
+def aeon_archives() -> str:
+    """The folder of UCR/UEA archives shipped inside the aeon package (pip install --no-deps aeon);
+    found without importing aeon (whose own dependencies are not installed here)."""
+    spec = importlib.util.find_spec("aeon")
+    if spec is None or not spec.submodule_search_locations:
+        sys.exit("the dsn suite reads the archives inside aeon: pip install --no-deps aeon")
+    return str(Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data")
+
+
+def _ucr_rows(name: str, train_size: int, epochs: int) -> list[tuple[str, dict]]:
+    """DSN against the same network dense and with RigL at DSN's overall density in its wide kernels
+    (0.2 inside regions of 13/26/39 of 39 taps = 0.2 * 2/3), the reference's optimizer and batch size."""
+    base = {"model": "dsn", "dataset": "ucr", "dataset_options": {"name": name}, "val_fraction": 0.0,
+            "epochs": epochs, "batch_size": max(int(min(train_size / 10, 16)), 2), "optimizer": "adam",
+            "lr": 3e-4, "momentum": 0.9, "weight_decay": 0.0, "lr_schedule": "cosine", "device": "cpu"}
+    steps = -(-train_size // base["batch_size"])
+    return [(f"{name}: dense", {**base, "method": "dense"}),
+            (f"{name}: RigL, density 0.1333 in the wide kernels", {
+                **base, "method": "rigl", "density": round(0.2 * 2 / 3, 4), "include": ("blocks.*.conv.weight",),
+                "distribution": "uniform", "update_interval": 5 * steps, "drop_fraction": 0.5, "stop_fraction": 0.8}),
+            (f"{name}: DSN, density 0.2 in regions (defaults)", {**base, "method": "dsn"})]
+
 
 SUITES: dict[str, dict] = {
     "supermask": {
@@ -55,6 +81,14 @@ SUITES: dict[str, dict] = {
 }
 
 
+if importlib.util.find_spec("aeon") is not None:
+    SUITES["dsn"] = {
+        "title": "DSN on UCR archives shipped inside aeon (GunPoint, ItalyPowerDemand), dsn network (width 47, depth 4, kernel 39)",
+        "rows": _ucr_rows("GunPoint", 50, 40) + _ucr_rows("ItalyPowerDemand", 67, 40),
+        "data_dir": aeon_archives(),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("suite", choices=sorted(SUITES))
@@ -73,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         accs, times = [], []
         for seed in seeds:
             started = time.perf_counter()
+            if "data_dir" in suite:
+                config = {**config, "data_dir": suite["data_dir"]}
             row = run(build_spec({**config, "seed": seed}), root=out, store=store, progress=False,
                       log=lambda *_: None)
             times.append(time.perf_counter() - started)

@@ -19,6 +19,6 @@ from sparsetrain import criteria  # noqa: E402,F401  (criteria registry)
 from sparsetrain.algorithms import GMP, PaI, SNIP, GraNet, GraSP, SynFlow  # noqa: E402
 
 __all__ += ["GMP", "GraNet", "GraSP", "PaI", "SNIP", "SynFlow", "criteria"]
-from sparsetrain.algorithms import DSN, EdgePopup, SupTickets  # noqa: E402
+from sparsetrain.algorithms import DSN, EdgePopup, SLaK, SupTickets  # noqa: E402
 
-__all__ += ["DSN", "EdgePopup", "SupTickets"]
+__all__ += ["DSN", "EdgePopup", "SLaK", "SupTickets"]

@@ -42,3 +42,6 @@ __all__ += ["SupTickets", "SupTicketsConfig"]
 from sparsetrain.algorithms.dsn import DSN, DSNConfig  # noqa: E402
 
 __all__ += ["DSN", "DSNConfig"]
+from sparsetrain.algorithms.slak import SLaK, SLaKConfig  # noqa: E402
+
+__all__ += ["SLaK", "SLaKConfig"]

@@ -65,6 +65,7 @@ def create(
 from sparsetrain.models import (  # noqa: E402, F401
     cnn1d,
     dsn,
+    slak,
     lenet,
     mlp,
     preactresnet,
