@@ -65,8 +65,44 @@ class PaIConfig(SparsityConfig):
         check_range("temperature", self.temperature, 0, low_open=True)
 
 
+class PrunesBeforeTraining:
+    """Mixin for a `Sparsifier` whose masks are drawn in `prepare` from training batches: dense
+    until then, `step()` before `prepare` is an error, and the drawn targets are saved."""
+
+    needs_data = True
+
+    def __init__(self, model, optimizer=None, **kwargs: Any) -> None:
+        super().__init__(model, optimizer, **kwargs)
+        self.prepared = False
+
+    def init_masks(self) -> None:
+        """Dense until `prepare` prunes."""
+        for w in self.weights:
+            w.set_mask(torch.ones_like(w.mask))
+
+    def _finish_prepare(self) -> None:
+        """Call at the end of `prepare`: the masks now are the targets and the ITOP map."""
+        self.targets = {w.name: w.active for w in self.weights}
+        self.ever_active = {w.name: w.mask.clone() for w in self.weights}
+        self.prepared = True
+
+    def step(self) -> None:
+        if not self.prepared:
+            raise UserError(f"{self.name} prunes before training: call prepare(batches) once before "
+                            "the first step (the Trainer does this)")
+        super().step()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "prepared": self.prepared, "targets": dict(self.targets)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.prepared = bool(state.get("prepared", True))
+        self.targets = {k: int(v) for k, v in state.get("targets", self.targets).items()}
+
+
 @register_method("pai", help="prune once at initialization with any criterion, then train the fixed mask")
-class PaI(Sparsifier):
+class PaI(PrunesBeforeTraining, Sparsifier):
     """Pruning at initialization with any registered criterion and allocation.
 
     The network starts dense. `prepare(batches)` (called by the Trainer before the first
@@ -85,16 +121,6 @@ class PaI(Sparsifier):
 
     name = "pai"
     config_class: ClassVar[type] = PaIConfig
-    needs_data = True
-
-    def __init__(self, model, optimizer=None, **kwargs: Any) -> None:
-        super().__init__(model, optimizer, **kwargs)
-        self.prepared = False
-
-    def init_masks(self) -> None:
-        """Dense until `prepare` prunes."""
-        for w in self.weights:
-            w.set_mask(torch.ones_like(w.mask))
 
     def round_density(self, r: int) -> float:
         """Density after round ``r`` of ``rounds`` (the last round reaches ``density``)."""
@@ -125,23 +151,7 @@ class PaI(Sparsifier):
                                       distribution=cfg.distribution, allowed={w.name: w.mask for w in self.weights},
                                       seed=self.seed, step=r, **distribution_options(cfg, scores))
             apply_masks(self.weights, masks, self.optimizer)
-        self.targets = {w.name: w.active for w in self.weights}
-        self.ever_active = {w.name: w.mask.clone() for w in self.weights}
-        self.prepared = True
-
-    def step(self) -> None:
-        if not self.prepared:
-            raise UserError(f"{self.name} prunes before training: call prepare(batches) once before "
-                            "the first step (the Trainer does this)")
-        super().step()
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "prepared": self.prepared, "targets": dict(self.targets)}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.prepared = bool(state.get("prepared", True))
-        self.targets = {k: int(v) for k, v in state.get("targets", self.targets).items()}
+        self._finish_prepare()
 
 
 @dataclass(frozen=True)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any, ClassVar, Iterable
+from typing import ClassVar, Iterable
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from sparsetrain.algorithms.dynamic import DynamicConfig, DynamicSparsifier
+from sparsetrain.algorithms.pai import PrunesBeforeTraining
 from sparsetrain.algorithms.pruning import apply_masks, masks_from_scores
 from sparsetrain.algorithms.registry import register_method
 from sparsetrain.config import check_range, option
@@ -43,7 +43,7 @@ class SLaKConfig(DynamicConfig):
 
 @register_method("slak", help="SLaK: SNIP layer ratios at random positions on the large kernels, then magnitude "
                  "drop / random regrowth (Liu et al. 2023)")
-class SLaK(DynamicSparsifier):
+class SLaK(PrunesBeforeTraining, DynamicSparsifier):
     """Liu et al. 2023, "More ConvNets in the 2020s: Scaling up Kernels Beyond 51x51 using
     Sparsity", ICLR (reference: VITA-Group/SLaK, ``sparse_core.py`` ``Masking``; pair it with
     the ``slak-small`` model).
@@ -58,11 +58,6 @@ class SLaK(DynamicSparsifier):
 
     name = "slak"
     config_class: ClassVar[type] = SLaKConfig
-    needs_data = True
-
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, **kwargs: Any) -> None:
-        super().__init__(model, optimizer, **kwargs)
-        self.prepared = False
 
     def before_attach(self, names: list[str]) -> None:
         """Keep only the large kernels."""
@@ -72,11 +67,6 @@ class SLaK(DynamicSparsifier):
             raise UserError(f"slak needs Conv layers with a kernel side of at least {self.config.min_kernel} "
                             "(e.g. --model slak-small), or a smaller min_kernel")
         names[:] = large
-
-    def init_masks(self) -> None:
-        """Dense until `prepare` draws the SNIP-ratio masks."""
-        for w in self.weights:
-            w.set_mask(torch.ones_like(w.mask))
 
     def plan(self, active: int, target: int, fraction: float, numel: int) -> tuple[int, int]:
         n_drop = min(active, math.ceil(fraction * active - 1e-9))
@@ -93,20 +83,4 @@ class SLaK(DynamicSparsifier):
         scores = score("snip", self.model, batch, weights=self.weights, loss_fn=F.cross_entropy, seed=self.seed)
         masks = masks_from_scores(scores, self.config.density, allocation="ratios", seed=self.seed, step=0)
         apply_masks(self.weights, masks, self.optimizer)
-        self.targets = {w.name: w.active for w in self.weights}
-        self.ever_active = {w.name: w.mask.clone() for w in self.weights}
-        self.prepared = True
-
-    def step(self) -> None:
-        if not self.prepared:
-            raise UserError("slak draws its masks before training: call prepare(batches) once before the first "
-                            "step (the Trainer does this)")
-        super().step()
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "prepared": self.prepared, "targets": dict(self.targets)}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.prepared = bool(state.get("prepared", True))
-        self.targets = {k: int(v) for k, v in state.get("targets", self.targets).items()}
+        self._finish_prepare()

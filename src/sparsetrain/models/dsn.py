@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Sequence
-
 from torch import Tensor, nn
 
 from sparsetrain.errors import UserError
