@@ -326,10 +326,14 @@ def cmd_soup(argv: Sequence[str]) -> int:
                                      "one mask (e.g. fine-tunings of one pruned model) into a sparse model soup.")
     parser.add_argument("runs", nargs="+", help="run ids or unique prefixes (at least two)")
     parser.add_argument("--greedy", action="store_true", help="greedy soup by validation accuracy (default: uniform)")
+    parser.add_argument("--no-bn-recalibration", action="store_true",
+                        help="keep the averaged batch-norm statistics (default: re-estimate them on the "
+                        "training data, as ZIB-IOL/SMS)")
     parser.add_argument("--out", default=DEFAULT_OUT, help="folder holding results.db and the run folders")
     args = parser.parse_args(argv)
     with _open_store(args.out) as store:
-        row = soup_runs(store, args.out, args.runs, greedy=args.greedy)
+        row = soup_runs(store, args.out, args.runs, greedy=args.greedy,
+                        recalibrate_bn=not args.no_bn_recalibration)
         among = _all_ids(store)
     print("\n" + comparison_table([row], among=among))
     return 0

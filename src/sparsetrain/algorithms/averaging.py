@@ -10,7 +10,7 @@ over the training data), so nothing here depends on the training loop.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -45,28 +45,57 @@ def uniform_soup(states: Sequence[Mapping[str, torch.Tensor]]) -> State:
             for k, v in first.items()}
 
 
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, inputs: Iterable[torch.Tensor]) -> None:
+    """Re-estimate batch-norm statistics as the sparse-model-soups reference code does
+    (ZIB-IOL/SMS, ``BaseRunner.recalibrate_bn``): reset every batch norm's running
+    statistics (mean 0, variance 1), then forward ``inputs`` (the training data, unshuffled,
+    in training batches) in train mode, so each batch norm updates with its own momentum
+    (0.1 by default: an exponential average starting from the reset values, not a
+    cumulative one). The model's mode is restored afterwards. No-op without batch norm."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    for m in norms:
+        m.reset_running_stats()
+    was_training = model.training
+    model.train()
+    for x in inputs:
+        model(x)
+    model.train(was_training)
+
+
+def _load(model: nn.Module, state: Mapping[str, torch.Tensor],
+          recalibrate: Callable[[nn.Module], None] | None) -> None:
+    model.load_state_dict(state)
+    if recalibrate is not None:
+        recalibrate(model)
+
+
 def greedy_soup(states: Sequence[Mapping[str, torch.Tensor]], model: nn.Module,
-                evaluate: Callable[[nn.Module], float]) -> tuple[State, list[int]]:
-    """Greedy soup (Wortsman et al. 2022): sort the ingredients by their own validation
-    accuracy, start from the best, and add each next one if the uniform soup of the chosen
-    ones does not lose validation accuracy. Returns the soup and the chosen indices."""
+                evaluate: Callable[[nn.Module], float],
+                recalibrate: Callable[[nn.Module], None] | None = None) -> tuple[State, list[int]]:
+    """Greedy soup (Wortsman et al. 2022; sparse: Zimmer et al. 2024, ZIB-IOL/SMS
+    ``GreedySoup``): sort the ingredients by their own validation accuracy, start from the
+    best, and add each next one if the uniform soup of the chosen ones does not lose
+    validation accuracy. With ``recalibrate`` (e.g. `recalibrate_bn` on training data) every
+    ingredient and every mix is recalibrated before it is evaluated, and so is the final
+    soup. Returns the soup (as ``model`` now holds it) and the chosen indices."""
     scores = []
     for s in states:
-        model.load_state_dict(s)
+        _load(model, s, recalibrate)
         scores.append(evaluate(model))
     order = sorted(range(len(states)), key=lambda i: -scores[i])
     chosen = [order[0]]
     best = scores[order[0]]
     for i in order[1:]:
-        candidate = uniform_soup([states[j] for j in chosen + [i]])
-        model.load_state_dict(candidate)
+        _load(model, uniform_soup([states[j] for j in chosen + [i]]), recalibrate)
         accuracy = evaluate(model)
         if accuracy >= best:
             chosen.append(i)
             best = accuracy
-    soup = uniform_soup([states[j] for j in chosen])
-    model.load_state_dict(soup)
-    return soup, chosen
+    _load(model, uniform_soup([states[j] for j in chosen]), recalibrate)
+    return {k: v.clone() for k, v in model.state_dict().items()}, chosen
 
 
 def neighbour_order(index: int, count: int, limit: int | None = None) -> list[int]:

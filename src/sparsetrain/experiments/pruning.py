@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from sparsetrain import analysis
-from sparsetrain.algorithms.averaging import lottery_pools, neighbour_order
+from sparsetrain.algorithms.averaging import greedy_soup, lottery_pools, neighbour_order, uniform_soup
+from sparsetrain.algorithms.averaging import recalibrate_bn as recalibrate_bn_on
 from sparsetrain.algorithms.after_training import read_weights
 from sparsetrain.config import check_range, config_hash, option, validate_choices
 from sparsetrain.data import DatasetSplits, TensorData, batches, load
@@ -393,12 +394,14 @@ def _store_result(store: ResultsStore, root: str | Path, config: dict[str, Any],
 
 # --- sparse model soups ----------------------------------------------------------------------
 def soup_runs(store: ResultsStore, root: str | Path, run_refs: list[str], *, greedy: bool = False,
-              log: Callable[[str], None] = print) -> dict[str, Any]:
+              recalibrate_bn: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Average finished runs that share one mask (e.g. fine-tunings of one pruned model) into a
-    sparse model soup (Wortsman et al. 2022): uniform, or greedy by validation accuracy. The
-    soup keeps the mask; it is stored as a run (method ``soup-uniform``/``soup-greedy``)."""
-    from sparsetrain.algorithms.averaging import greedy_soup, uniform_soup
-
+    sparse model soup (Wortsman et al. 2022; Zimmer et al. 2024, ZIB-IOL/SMS): uniform, or
+    greedy by validation accuracy. The soup keeps the mask; it is stored as a run (method
+    ``soup-uniform``/``soup-greedy``). As in SMS, batch-norm statistics are re-estimated on the
+    training data (unshuffled, the first run's batch size) for every ingredient and mix before
+    it is evaluated and for the soup itself; ``recalibrate_bn=False`` keeps the plain average
+    of the ingredients' statistics instead."""
     records = [find_run(store, ref) for ref in run_refs]
     if len(records) < 2:
         raise UserError("a soup needs at least two runs")
@@ -411,17 +414,25 @@ def soup_runs(store: ResultsStore, root: str | Path, run_refs: list[str], *, gre
         if set(state) != set(own):
             raise UserError(f"run {record['run_id']} has another architecture or sparsity than {records[0]['run_id']}")
         states.append(state)
+    recalibrate = None
+    if recalibrate_bn and has_batch_norm(model):
+        size = int(records[0]["config"].get("batch_size", 128))
+        inputs = [x for x, _ in batches(data.train, size, shuffle=False)]
+        recalibrate = lambda m: recalibrate_bn_on(m, inputs)  # noqa: E731
     if greedy:
-        soup, chosen = greedy_soup(states, model, lambda m: accuracy(m, data.val))
+        soup, chosen = greedy_soup(states, model, lambda m: accuracy(m, data.val), recalibrate)
     else:
         soup, chosen = uniform_soup(states), list(range(len(states)))
         model.load_state_dict(soup)
+        if recalibrate is not None:
+            recalibrate(model)
     final = {"val_acc": accuracy(model, data.val), "test_acc": accuracy(model, data.test),
              "ingredients": [records[i]["run_id"] for i in chosen]}
     layers = analysis.layer_table(model, data.input_shape)
     final.update(analysis.totals(layers))
     method = "soup-greedy" if greedy else "soup-uniform"
-    config = {**records[0]["config"], "method": method, "runs": sorted(r["run_id"] for r in records)}
+    config = {**records[0]["config"], "method": method, "runs": sorted(r["run_id"] for r in records),
+              "recalibrate_bn": recalibrate_bn}
     run_id = _store_result(store, root, config, final, layers, time.time() - started, model)
     store.link(run_id, parent_run=records[0]["run_id"])  # all ingredients: final["ingredients"]
     log(f"{method} of {len(records)} runs ({len(chosen)} used): test {final['test_acc']:.4f}")

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from sparsetrain.algorithms.averaging import (
-    greedy_soup, interpolate, lottery_pools, neighbour_order, uniform_soup,
+    greedy_soup, interpolate, lottery_pools, neighbour_order, recalibrate_bn, uniform_soup,
 )
 from sparsetrain.errors import UserError
 from sparsetrain.sparse import attach
@@ -133,3 +133,33 @@ def test_lottery_pools_recalibrates_before_every_evaluation_of_a_mix():
                   recalibrate=lambda m: events.append("recal"), alphas=(0.3, 0.6))
     # the ticket itself is evaluated as trained; each of 2 candidates x 2 alphas is recalibrated first
     assert events == ["eval"] + ["recal", "eval"] * 4
+
+
+def test_recalibrate_bn_resets_then_averages_with_momentum_in_batch_order_as_sms():
+    # ZIB-IOL/SMS recalibrate_bn: reset_running_stats(), then model.train()(x) over the unshuffled
+    # training batches; each batch moves the statistics by the module's momentum (0.1)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2), nn.ReLU(), nn.Linear(2, 2)).eval()
+    bn = model[1]
+    bn.running_mean.fill_(5.0)
+    bn.running_var.fill_(9.0)  # stale averaged statistics
+    g = torch.Generator().manual_seed(1)
+    inputs = [torch.randn(4, 3, generator=g) + 1, torch.randn(6, 3, generator=g) - 2]
+    mean, var = torch.zeros(2), torch.ones(2)
+    for x in inputs:  # by hand: pre-BN activations, batch mean and unbiased batch variance
+        h = x @ model[0].weight.detach().T + model[0].bias.detach()
+        mean = 0.9 * mean + 0.1 * h.mean(0)
+        var = 0.9 * var + 0.1 * h.var(0, unbiased=True)
+    recalibrate_bn(model, inputs)
+    assert torch.allclose(bn.running_mean, mean, atol=1e-6) and torch.allclose(bn.running_var, var, atol=1e-6)
+    assert int(bn.num_batches_tracked) == 2 and not model.training
+
+
+def test_greedy_soup_recalibrates_every_ingredient_and_mix_before_evaluating_and_the_soup():
+    states, masks = _tickets()
+    model, _ = _sparse_model(0, masks)
+    events = []
+    evaluate = lambda m: events.append("eval") or 1.0  # noqa: E731  (ties: every ingredient is added)
+    soup, chosen = greedy_soup(states, model, evaluate, recalibrate=lambda m: events.append("recal"))
+    assert chosen == [0, 1, 2]
+    assert events == ["recal", "eval"] * 3 + ["recal", "eval"] * 2 + ["recal"]

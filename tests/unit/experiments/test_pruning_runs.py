@@ -125,3 +125,31 @@ def test_soup_of_fine_tuned_runs_keeps_the_mask_and_is_the_mean(lottery, greedy)
         else:
             assert torch.equal(value, states[0][key])  # the shared mask
     assert soup["final"]["active_weights"] == runs[0]["final"]["active_weights"]
+
+
+def test_soup_of_batch_norm_runs_recalibrates_by_default_as_sms(tmp_path):
+    import torch
+
+    from sparsetrain.algorithms.averaging import recalibrate_bn, uniform_soup
+    from sparsetrain.data import batches, load
+    from sparsetrain.experiments import build_spec, run
+    from sparsetrain.experiments.pruning import _rebuild, read_weights, run_dir_of, soup_runs
+
+    store = ResultsStore(tmp_path / "results.db")
+    base = {"model": "preactresnet18", "model_options": {"width": 2}, "dataset": "digits", "epochs": 1,
+            "batch_size": 64, "device": "cpu", "method": "dense"}
+    runs = [run(build_spec({**base, "lr": lr}), root=tmp_path, store=store, **QUIET) for lr in (0.01, 0.05)]
+    refs = [r["run_id"] for r in runs]
+    averaged = uniform_soup([read_weights(run_dir_of(tmp_path, r).last_checkpoint) for r in runs])
+    # by hand: the average, then the statistics re-estimated on the unshuffled training batches
+    _, model, _ = _rebuild(runs[0])
+    model.load_state_dict(averaged)
+    recalibrate_bn(model, [x for x, _ in batches(load("digits", seed=0, val_fraction=0.1).train, 64, shuffle=False)])
+    stats = [k for k in averaged if k.endswith(("running_mean", "running_var"))]
+    assert stats
+    for recalibrate, expected in ((True, model.state_dict()), (False, averaged)):
+        soup = soup_runs(store, tmp_path, refs, recalibrate_bn=recalibrate, log=QUIET["log"])
+        mixed = read_weights(run_dir_of(tmp_path, soup).last_checkpoint)
+        for key in mixed:
+            assert torch.allclose(mixed[key].float(), expected[key].float(), atol=1e-5), (recalibrate, key)
+    assert any(not torch.allclose(averaged[k], model.state_dict()[k]) for k in stats)
