@@ -29,7 +29,8 @@ class DynamicConfig(SparsityConfig):
     stop_fraction: float = option(0.75, "fraction of training after which the topology is frozen, in (0, 1]")
     ranking: str = option("layer", "rank weights within each layer or across all layers",
                           choices=("layer", "global"))
-    grow_unactivated_only: bool = option(False, "grow only weights that were never active (ITOP exploration)")
+    grow_unactivated_only: bool = option(False, "grow only weights that were never active (ITOP exploration; "
+                                         "when fewer remain than are needed, all of them and the rest as usual)")
     reinit_when_same: bool = option(False, "a weight dropped and regrown in the same update restarts at 0 "
                                     "with zeroed optimizer state (False: it keeps its value and state, "
                                     "as RigL's reinit_when_same=False and the ITOP/GraNet code)")
@@ -108,6 +109,11 @@ class DynamicSparsifier(Sparsifier):
         n_drop = int(fraction * active)
         return active - n_drop, n_drop
 
+    def select_kept(self, scores: torch.Tensor, n_keep: int, fraction: float) -> torch.Tensor:
+        """One bool per active weight (in the order of ``scores``), True for those that stay:
+        by default the ``n_keep`` highest scores (ties to the lower position)."""
+        return topk_mask(scores, n_keep)
+
     grow_from_kept_complement: ClassVar[bool] = True
     """Grow among positions not kept (True) or only among positions inactive before the update."""
 
@@ -170,16 +176,25 @@ class DynamicSparsifier(Sparsifier):
         n_keep, n_grow = self.plan(active, target, fraction, offsets[-1])
         scores = _cat([self.drop_scores(w, grads.get(w.name), b).float().reshape(-1)
                        for w, b in zip(weights, before)])
-        keep = topk_mask(scores, n_keep)  # one bool per active weight
+        keep = self.select_kept(scores, n_keep, fraction)  # one bool per active weight
+        n_grow += n_keep - int(keep.sum())  # a rule that keeps fewer grows more, to the same count
         kept, dropped = _split(active_flat, keep)
         excluded = kept if self.grow_from_kept_complement else active_flat
+        first = active_flat.new_zeros(0)
         if self.config.grow_unactivated_only:
             retired = _cat([self.retired[w.name].positions().to(active_flat.device) + off
                             for w, off in zip(weights, offsets)])
             explored = torch.sort(torch.cat([active_flat, retired])).values
-            if offsets[-1] - explored.numel() >= n_grow:  # once everything was explored, fall back
+            if offsets[-1] - explored.numel() >= n_grow:
                 excluded = explored
-        grown = self._grow(group, weights, grads, excluded, n_grow, offsets[-1])
+            else:  # too few never-active positions: grow all of them, then the rest as usual (ITOP)
+                unexplored = torch.ones(offsets[-1], dtype=torch.bool, device=explored.device)
+                unexplored[explored] = False
+                first = torch.nonzero(unexplored).reshape(-1)
+                excluded = torch.sort(torch.cat([excluded, first])).values
+        grown = self._grow(group, weights, grads, excluded, n_grow - first.numel(), offsets[-1])
+        if first.numel():
+            grown = torch.sort(torch.cat([first, grown])).values
         if not self.config.reinit_when_same and dropped.numel() and grown.numel():
             keep, dropped, grown = _keep_regrown(active_flat, keep, dropped, grown)
         start = 0

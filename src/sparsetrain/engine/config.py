@@ -11,6 +11,9 @@ from sparsetrain.data.augment import AUGMENTATIONS
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = option(10, "number of passes over the training set")
+    start_epoch: int = option(0, "the epoch of the `epochs`-long schedule training starts at: the lr schedule "
+                              "and batch order continue from there (lottery levels rewound to an epoch, as "
+                              "open_lth)")
     batch_size: int = option(128, "examples per optimizer step")
     optimizer: str = option("sgd", "optimizer", choices=("sgd", "adam", "adamw"))
     lr: float = option(0.1, "peak learning rate")
@@ -30,6 +33,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         validate_choices(self)
         check_range("epochs", self.epochs, 1)
+        check_range("start_epoch", self.start_epoch, 0, self.epochs, high_open=True)
         check_range("batch_size", self.batch_size, 1)
         check_range("lr", self.lr, 0, low_open=True)
         check_range("momentum", self.momentum, 0, 1, high_open=True)

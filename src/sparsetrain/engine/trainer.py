@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -54,13 +55,17 @@ class Trainer:
             self.callbacks.insert(0, Augment(config.augment, seed, data.input_shape))
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
         self.steps_per_epoch = -(-len(data.train) // config.batch_size)
-        self.total_steps = self.steps_per_epoch * config.epochs
+        self.total_steps = self.steps_per_epoch * (config.epochs - config.start_epoch)  # steps this run takes
         self.optimizer = make_optimizer(self.model, config)
         self.scheduler = make_scheduler(self.optimizer, config, self.steps_per_epoch)
+        with warnings.catch_warnings():  # stepping before any optimizer step is the point here
+            warnings.simplefilter("ignore", UserWarning)
+            for _ in range(config.start_epoch * self.steps_per_epoch):
+                self.scheduler.step()
         self.method: Method = create(method, self.model, self.optimizer, config=method_config,
                                      total_steps=self.total_steps,
                                      steps_per_epoch=self.steps_per_epoch, seed=seed)
-        self.epoch = 0
+        self.epoch = config.start_epoch
         self.history: list[dict[str, float]] = []
         self.loss: torch.Tensor | None = None
         self.batch: tuple[torch.Tensor, torch.Tensor] | None = None

@@ -86,7 +86,8 @@ class LotteryConfig:
                          "rewind_epoch, Frankle et al. 2020) or lr (trained weights, full schedule; Renda et al. 2020)",
                          choices=("init", "epoch", "lr"))
     rewind_epoch: int = option(1, "rewind=epoch: the epoch whose weights each level restarts from; "
-                               "levels then train epochs - rewind_epoch epochs")
+                               "levels then train from that epoch on, continuing level 0's learning-rate "
+                               "schedule and batch order (open_lth)")
     conv_only: bool = option(False, "prune only convolution weights (Linear layers stay dense)")
 
     def __post_init__(self) -> None:
@@ -110,6 +111,12 @@ class SaveWeightsAt(Callback):
         if trainer.epoch == self.epoch:
             from sparsetrain.atomic import atomic_torch_save
             atomic_torch_save({k: v.detach().cpu() for k, v in trainer.model.state_dict().items()}, self.path)
+
+
+def rewind_start(lottery: LotteryConfig) -> dict[str, Any]:
+    """Config keys of a level: rewound to epoch k, it trains epochs k..E-1 of level 0's schedule
+    (open_lth ``training/train.py``: the lr schedule is stepped k iterations, then continues)."""
+    return {"start_epoch": lottery.rewind_epoch} if lottery.rewind == "epoch" else {}
 
 
 def conv_weight_names(model: nn.Module) -> tuple[str, ...]:
@@ -138,12 +145,12 @@ def run_lottery(store: ResultsStore, root: str | Path, values: dict[str, Any], l
     if lottery.conv_only:
         extra["include"] = conv_names_of(level0)
     rewind_to = {"init": "init", "epoch": str(rewind_file.resolve()), "lr": None}[lottery.rewind]
-    level_epochs = epochs - lottery.rewind_epoch if lottery.rewind == "epoch" else epochs
+    resume_at = rewind_start(lottery)
     for level in range(1, lottery.levels + 1):
         previous = rows[-1]
         checkpoint = run_dir_of(root, previous).last_checkpoint.resolve()
         spec = build_spec({**values, **extra, "method": "imp", "density": lottery.density(level),
-                           "checkpoint": str(checkpoint), "rewind_to": rewind_to, "epochs": level_epochs},
+                           "checkpoint": str(checkpoint), "rewind_to": rewind_to, **resume_at},
                           where="lottery")
         log(f"{experiment}: level {level} (density {lottery.density(level):.4g})")
         rows.append(run(spec, root=root, store=store, progress=progress, log=log))
@@ -224,7 +231,7 @@ class LotteryChain:
         rewind_file = RunDir(root, level0.config_hash, seed).path / f"weights_epoch_{lottery.rewind_epoch}.pt"
         rewind_to = {"init": "init", "epoch": str(rewind_file.resolve()), "lr": None}[lottery.rewind]
         base = {**self.level_values, **self.include(level0), "method": "imp",
-                "epochs": epochs - lottery.rewind_epoch if lottery.rewind == "epoch" else epochs}
+                **rewind_start(lottery)}
 
         def child(parent: int, level: int, density: float, target: float | None) -> TicketRun:
             checkpoint = str(RunDir(root, runs[parent].config_hash, seed).last_checkpoint.resolve())

@@ -6,6 +6,8 @@ Each expected mask / value below is computed by a small re-statement of the refe
 
 import math
 
+import numpy as np
+
 import torch
 from torch import nn
 
@@ -202,3 +204,62 @@ def test_mest_mutation_schedule_is_the_scripts_bounds():
         if due:
             upper = [0.85, 0.875, 0.9][sum(epoch >= e for e in (90, 120))]
             assert math.isclose(s.drop_schedule.at(epoch), (0.9 - upper) / 0.1, abs_tol=1e-12)
+
+
+def mocanu_rewire_core(weights, zeta):
+    """dcmocanu/sparse-evolutionary-artificial-neural-networks ``rewireMask`` (the kept part,
+    ``weightMaskCore``), restated with numpy on the dense matrix whose inactive entries are 0."""
+    values = np.sort(weights.ravel())
+    first_zero = np.abs(values).argmin()                                # find_first_pos(values, 0)
+    last_zero = values.shape[0] - np.abs(values)[::-1].argmin()         # find_last_pos(values, 0)
+    largest_negative = values[int((1 - zeta) * first_zero)]
+    smallest_positive = values[int(min(values.shape[0] - 1, last_zero + zeta * (values.shape[0] - last_zero)))]
+    return (weights > smallest_positive) | (weights < largest_negative)
+
+
+def test_set_mocanu_removes_the_signed_fractions_of_the_reference():
+    values = (torch.randperm(48, generator=torch.Generator().manual_seed(5)).float() - 23.5).view(6, 8) / 10
+    mask = torch.rand(6, 8, generator=torch.Generator().manual_seed(6)) < 0.55
+    mask[0, 0] = True
+    values[0, 0] = 0.0  # an active weight at exactly 0: the reference removes it
+    layer = _layer(values, mask)
+    opt = torch.optim.SGD(layer.parameters(), lr=0.0, momentum=0.9)
+    s = create("set-mocanu", layer, opt, density=float(mask.float().mean()), distribution="uniform",
+               total_steps=10, steps_per_epoch=2)
+    _install(s, layer, mask, values)
+    core = torch.from_numpy(mocanu_rewire_core((values * mask).numpy(), 0.3))
+    layer.weight.grad = torch.zeros(6, 8)
+    s.step()
+    assert torch.equal(s.weights[0].mask, mask)  # step 1: not the end of an epoch, no update yet
+    layer.weight.grad = torch.zeros(6, 8)
+    s.step()  # step 2: end of epoch 1, zeta = 0.3
+    new = s.weights[0].mask
+    assert int(new.sum()) == int(mask.sum()) and torch.equal(new & core, core)
+    assert int((mask & ~core).sum()) >= 2 and layer.weight.detach()[new & ~core].eq(0).all()
+    assert all(s.schedule.is_update(2 * e) and s.drop_schedule.at(2 * e) == 0.3 for e in range(1, 6))
+
+
+def test_set_signed_rule_on_the_rigl_schedule():
+    s = create("set", _layer(), None, density=11 / 15, distribution="uniform", drop_rule="signed",
+               total_steps=10, update_interval=1)
+    assert s.drop_schedule.at(1) < 0.3 and s.stop_step == 7  # cosine from 0.3, frozen at 75%
+
+
+def test_unactivated_growth_takes_all_never_active_positions_first_then_the_rest():
+    layer = _layer()
+    s = create("rigl", layer, None, density=11 / 15, distribution="uniform", update_interval=1,
+               anneal="constant", drop_fraction=0.5, stop_fraction=1.0, total_steps=10,
+               grow_unactivated_only=True)
+    _install(s, layer, MASK, WEIGHTS)
+    fired = MASK.clone()
+    fired[1, 2] = fired[2, 0] = True  # active once, inactive now: 2 of the 4 inactive never fired
+    s.ever_active = {"weight": fired}
+    layer.weight.grad = GRAD.clone()
+    s.step()
+    # ITOP ``random_unfired_growth`` when fewer unfired than needed: all unfired grow, then
+    # the remaining int(0.5 * 11) - 2 = 3 by the growth rule (here |grad|) among the rest
+    kept = _top(WEIGHTS * MASK, 6)
+    unfired = ~fired
+    rest = _top(GRAD.abs() * ~(kept | unfired), 3)  # the 3 largest |grad| are positive ones
+    assert int(unfired.sum()) == 2 and int(rest.sum()) == 3
+    assert torch.equal(s.weights[0].mask, kept | unfired | rest)

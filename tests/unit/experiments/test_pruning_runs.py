@@ -89,7 +89,8 @@ def test_lottery_rewinds_to_an_epoch_or_only_the_learning_rate_and_can_prune_con
     store = ResultsStore(tmp_path / "results.db")
     base = {**BASE, "epochs": 2}
     rows = run_lottery(store, tmp_path, base, LotteryConfig(levels=1, rewind="epoch", rewind_epoch=1), **QUIET)
-    assert rows[1]["config"]["rewind_to"].endswith("weights_epoch_1.pt") and rows[1]["config"]["epochs"] == 1
+    assert rows[1]["config"]["rewind_to"].endswith("weights_epoch_1.pt")
+    assert (rows[1]["config"]["epochs"], rows[1]["config"]["start_epoch"]) == (2, 1)  # epoch 1 of 2 on
     rows = run_lottery(store, tmp_path, base, LotteryConfig(levels=1, rewind="lr"), **QUIET)
     assert rows[1]["config"]["rewind_to"] is None and rows[1]["config"]["epochs"] == 2
     lr_experiment = store.links(run_id=rows[-1]["run_id"])[0]["experiment"]
