@@ -17,13 +17,20 @@ SPARSE_SETTINGS: dict[str, Any] = {"density": 0.1, "distribution": "erk"}
 DYNAMIC_SETTINGS: dict[str, Any] = {"update_interval": 25, "drop_fraction": 0.3, "stop_fraction": 0.75}
 
 
+MEST_SETTINGS: dict[str, Any] = {"dense_first": False, "dense_last": False}
+"""MEST keeps its released schedule (mutation every 5 epochs at rate 0.5, halved at 56% of
+training, frozen at 75%) but shares the allocation of the others, so every column is 90% sparse."""
+
+
 def quickstart_config(method: str, seed: int, epochs: int) -> dict[str, Any]:
     """The flat config of one quickstart run."""
     values = {**SETTINGS, "method": method, "seed": seed, "epochs": epochs}
     if method != "dense":
         values.update(SPARSE_SETTINGS)
-    if method in ("set", "rigl", "mest"):
+    if method in ("set", "rigl"):
         values.update(DYNAMIC_SETTINGS)
+    if method == "mest":
+        values.update(MEST_SETTINGS)
     return values
 
 
