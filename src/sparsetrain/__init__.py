@@ -22,3 +22,8 @@ __all__ += ["GMP", "GraNet", "GraSP", "PaI", "SNIP", "SynFlow", "criteria"]
 from sparsetrain.algorithms import DSN, EdgePopup, SLaK, SupTickets  # noqa: E402
 
 __all__ += ["DSN", "EdgePopup", "SLaK", "SupTickets"]
+
+from sparsetrain.analysis import summary  # noqa: E402
+from sparsetrain.sparse import register_layer  # noqa: E402
+
+__all__ += ["register_layer", "summary"]

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from sparsetrain.sparse import prunable_layers
+from sparsetrain.sparse import prunable_layers, registered_weights, tied_names
 
 FLOPS_NOTE = "FLOPs per sample, forward pass; 1 multiply-accumulate = 2 FLOPs; Linear/Conv weights only"
 
@@ -91,3 +91,58 @@ def describe(rows: list[dict[str, Any]], itop_rate: float | None = None) -> str:
     if itop_rate is not None and not math.isnan(itop_rate):
         lines.append(f"ITOP rate (fraction of sparsified weights ever active): {itop_rate:.4f}")
     return "\n".join(lines)
+
+
+class Summary(list):
+    """`summary`'s rows (dicts); ``str()`` prints them as a table with a total line."""
+
+    def __str__(self) -> str:
+        header = f"{'weight':<40} {'type':<12} {'shape':<14} {'active':>10} {'total':>10} {'density':>8}  state"
+        lines = [header, "-" * len(header)]
+        for r in self:
+            shape = "x".join(map(str, r["shape"]))
+            lines.append(f"{r['name']:<40} {r['type']:<12} {shape:<14} {r['active']:>10,d} {r['total']:>10,d} "
+                         f"{r['density']:>8.4f}  {r['state']}")
+        sparse = [r for r in self if r["state"].startswith("sparse")]
+        total, active = sum(r["total"] for r in sparse), sum(r["active"] for r in sparse)
+        lines.append("-" * len(header))
+        lines.append(f"{len(sparse)} of {len(self)} registered weights sparse; "
+                     f"density of the sparse ones {active / total if total else 1.0:.4f}")
+        return "\n".join(lines)
+
+
+def summary(model: nn.Module) -> Summary:
+    """One row per weight of a registered layer type (see `sparsetrain.sparse.register_layer`):
+    name, type, shape, total, active, density, and state ("sparse", or "dense" with the
+    parameter it is tied to). A weight is sparse when it has a mask: the masked backend's
+    ``<weight>_mask`` buffer, or a sparse-backend layer."""
+    ties = tied_names(model)
+    rows = Summary()
+    candidates = {(id(c.module), c.param): c for c in registered_weights(model)}
+    masks = {id(getattr(c.module, c.param)): getattr(c.module, c.param + "_mask") for c in candidates.values()
+             if getattr(c.module, c.param + "_mask", None) is not None}  # one mask serves every tied name
+    for module_name, module in model.named_modules():
+        prefix = f"{module_name}." if module_name else ""
+        if hasattr(module, "nnz") and hasattr(module, "weight_mask"):  # a sparse-backend layer
+            mask = module.weight_mask
+            rows.append(_row(prefix + "weight", type(module).__name__, mask, "sparse (sparse backend)"))
+            continue
+        for (key, param), c in candidates.items():
+            if key != id(module):
+                continue
+            weight = getattr(module, param)
+            mask = masks.get(id(weight))
+            name = prefix + param
+            tied = ties.get(name)
+            state = "sparse" if mask is not None else "dense"
+            if tied:
+                state += f" (tied to {', '.join(tied)})"
+            rows.append(_row(name, c.kind.name, mask if mask is not None else weight, state, dense=mask is None))
+    return rows
+
+
+def _row(name: str, kind: str, mask: torch.Tensor, state: str, dense: bool = False) -> dict[str, Any]:
+    total = mask.numel()
+    active = total if dense else int(mask.sum())
+    return {"name": name, "type": kind, "shape": list(mask.shape), "total": total, "active": active,
+            "density": active / total if total else 1.0, "state": state}

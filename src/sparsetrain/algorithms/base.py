@@ -1,14 +1,17 @@
 """The base classes every sparsity method builds on.
 
-A method wraps a model and its optimizer and replaces ``optimizer.step()`` with
-``method.step()``; it therefore works in any training loop, and the Trainer is just one
-client. `Sparsifier` owns the order of operations (allocation -> masks -> optimizer step
+A method wraps a model and its optimizer. Call ``method.step()`` instead of
+``optimizer.step()``, or leave the loop unchanged: the method also runs from the
+optimizer's step hook, so ``optimizer.step()``, ``scaler.step(optimizer)`` (a skipped step
+skips the method), gradient accumulation, clipping, the Hugging Face Trainer and Lightning
+all drive it. It therefore works in any training loop, and the Trainer is just one client. `Sparsifier` owns the order of operations (allocation -> masks -> optimizer step
 -> masks re-applied); `DynamicSparsifier` adds schedule -> scores -> top-k -> masks ->
 optimizer-state reset, so a method only says how it scores weights.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, ClassVar, Iterable
 
@@ -21,8 +24,11 @@ from sparsetrain.distributions import allocate
 from sparsetrain.errors import UserError
 from sparsetrain.sparse.retired import RetiredSet
 from sparsetrain.sparse import (
-    BACKENDS, SparseWeight, attach, generator, random_scores, select_weights, topk_mask,
+    BACKENDS, SparseWeight, attach, choose_weights, generator, random_scores, topk_mask,
 )
+from sparsetrain.sparse.layers import OPT_IN_GROUPS, TIED_CHOICES
+
+log = logging.getLogger("sparsetrain")
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,41 @@ class Method:
         self.seed = seed
         self.step_count = 0
         self.weights: list[SparseWeight] = []
+        self._own_step = False        # inside the optimizer step that step() itself calls
+        self._driven_by_hook = False  # step() runs from the optimizer's hook, after its update
+        self._hook = None
+        if optimizer is not None:
+            self.hook_optimizer()
+
+    def hook_optimizer(self) -> None:
+        """Run this method from its optimizer's step hook, so a plain ``optimizer.step()`` (or
+        ``scaler.step(optimizer)``, or a framework's) does what `step()` does. One method per
+        optimizer: the hook of a method previously attached to it is removed.
+
+        The hook runs after the optimizer's update, which has seen unmasked gradients: the
+        method then zeroes the inactive weights and their optimizer state, which for optimizers
+        that update each weight from its own gradient and state (SGD, Adam, AdamW, RMSprop ...)
+        gives exactly the update of `step()`."""
+        previous = getattr(self.optimizer, "_sparsetrain_hook", None)
+        if previous is not None:
+            previous.remove()
+        self._hook = self.optimizer.register_step_post_hook(self._after_optimizer_step)
+        self.optimizer._sparsetrain_hook = self._hook
+
+    def remove_hook(self) -> None:
+        """Stop running from the optimizer's step hook (`step()` still works)."""
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+
+    def _after_optimizer_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        if self._own_step:
+            return
+        self._driven_by_hook = True
+        try:
+            self.step()
+        finally:
+            self._driven_by_hook = False
 
     def prepare(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None) -> None:
         """Called once before the first `step()` with an iterator of training batches.
@@ -83,9 +124,14 @@ class Method:
         return interval * self.steps_per_epoch
 
     def step(self) -> None:
-        """One optimizer step (plus whatever the method does around it)."""
-        if self.optimizer is not None and not self.skips_optimizer_step():
-            self.optimizer.step()
+        """One optimizer step (plus whatever the method does around it). From the optimizer's
+        hook the update has already happened, and only the method's part runs."""
+        if self.optimizer is not None and not self._driven_by_hook and not self.skips_optimizer_step():
+            self._own_step = True
+            try:
+                self.optimizer.step()
+            finally:
+                self._own_step = False
         self.step_count += 1
 
     def skips_optimizer_step(self) -> bool:
@@ -119,8 +165,13 @@ class SparsityConfig(MethodConfig):
     erk_power: float = option(1.0, "exponent of the ER/ERK raw densities (1 = as in the paper)")
     dense_first: bool = option(False, "keep the first Linear/Conv layer dense")
     dense_last: bool = option(False, "keep the last Linear/Conv layer dense")
-    include: tuple[str, ...] = option((), "glob patterns of parameter names to sparsify (default: all Linear/Conv weights)")
+    include: tuple[str, ...] = option((), "glob patterns of parameter names to sparsify, among every registered "
+                                          "layer weight (default: every one that is not opt-in, see sparsetrain.sparse.LAYERS)")
     exclude: tuple[str, ...] = option((), "glob patterns of parameter names to keep dense")
+    layer_types: tuple[str, ...] = option((), "opt-in layer types to sparsify as well: "
+                                              + ", ".join(OPT_IN_GROUPS))
+    tied: str = option("dense", "a parameter shared by several layers (tied embedding): keep it dense, "
+                                "or sparsify it once with one mask", choices=TIED_CHOICES)
     layer_densities: dict | None = option(None, "per-layer densities for distribution=custom, {parameter name: density}")
     backend: str = option("masked", "how sparse weights are stored (see `sparsetrain list`)")
     fuse_activations: bool = option(False, "backend=sparse: fold each ReLU that follows a sparse Linear "
@@ -132,6 +183,17 @@ class SparsityConfig(MethodConfig):
         check_range("erk_power", self.erk_power, 0, low_open=True)
         if self.distribution == "custom" and not self.layer_densities:
             raise UserError("distribution=custom needs layer_densities, a {parameter name: density} map")
+
+
+def selection_options(cfg: SparsityConfig) -> dict[str, Any]:
+    """The keyword options of `choose_weights` held by a sparsity config."""
+    return {"dense_first": cfg.dense_first, "dense_last": cfg.dense_last, "include": cfg.include,
+            "exclude": cfg.exclude, "layer_types": cfg.layer_types, "tied": cfg.tied}
+
+
+def _part_keys(name: str, parts: int) -> list[str]:
+    """Allocation keys of a weight's logical layers: its name, or ``name[0]``, ``name[1]``, ..."""
+    return [name] if parts == 1 else [f"{name}[{i}]" for i in range(parts)]
 
 
 class Sparsifier(Method):
@@ -146,8 +208,13 @@ class Sparsifier(Method):
                  **kwargs: Any) -> None:
         super().__init__(model, optimizer, **kwargs)
         cfg = self.config
-        names = select_weights(model, dense_first=cfg.dense_first, dense_last=cfg.dense_last,
-                               include=cfg.include, exclude=cfg.exclude)
+        self.selection = choose_weights(model, **selection_options(cfg))
+        self.coverage = self.selection.describe(model)
+        """One line: what was sparsified and what stays dense, and why (also logged)."""
+        log.info(self.coverage)
+        self.parts = {c.name: c.parts for c in self.selection.chosen}
+        """Weight name -> number of logical layers (equal row blocks) it holds, e.g. 3 for q/k/v."""
+        names = self.selection.names
         self.before_attach(names)
         self.weights = attach(model, names, cfg.backend, optimizer)
         if cfg.fuse_activations:
@@ -168,26 +235,42 @@ class Sparsifier(Method):
         converts them)."""
 
     def _allocate(self) -> dict[str, int]:
+        """Active weights per sparsified weight; a weight made of several logical layers (q, k,
+        v) gets one allocation per part, and `part_targets` keeps them."""
         cfg = self.config
-        shapes = {w.name: tuple(w.shape) for w in self.weights}
+        shapes = {}
+        for c in self.selection.chosen:
+            for key in _part_keys(c.name, c.parts):
+                shapes[key] = c.logical_shape
         options: dict[str, Any] = {}
         if cfg.distribution in ("er", "erk"):
             options["power"] = cfg.erk_power
         elif cfg.distribution == "custom":
-            options["densities"] = cfg.layer_densities
+            options["densities"] = {key: d for name, d in cfg.layer_densities.items()
+                                    for key in _part_keys(name, self.parts.get(name, 1))}
         elif cfg.distribution == "scores":
-            options["scores"] = {w.name: self.initial_scores(w) for w in self.weights}
-        return allocate(cfg.distribution, shapes, cfg.density, **options)
+            options["scores"] = {key: part for w in self.weights for key, part in
+                                 zip(_part_keys(w.name, self.parts[w.name]),
+                                     self.initial_scores(w).chunk(self.parts[w.name]))}
+        counts = allocate(cfg.distribution, shapes, cfg.density, **options)
+        self.part_targets = {w.name: [counts[k] for k in _part_keys(w.name, self.parts[w.name])]
+                             for w in self.weights}
+        return {name: sum(parts) for name, parts in self.part_targets.items()}
 
     def initial_scores(self, weight: SparseWeight) -> torch.Tensor:
         """Scores for distribution='scores' (magnitude of the initial weights by default)."""
         return weight.values.abs()
 
     def init_masks(self) -> None:
-        """A uniformly random mask with exactly ``targets[name]`` active weights per layer."""
+        """A uniformly random mask with exactly ``targets[name]`` active weights per layer (and
+        exactly ``part_targets`` in each logical part of a fused weight)."""
         for index, w in enumerate(self.weights):
             scores = random_scores(w.shape, generator(self.seed, 0, "init", index), w.mask.device)
-            w.set_mask(topk_mask(scores, self.targets[w.name]))
+            parts = self.part_targets[w.name]
+            if len(parts) == 1:
+                w.set_mask(topk_mask(scores, self.targets[w.name]))
+            else:
+                w.set_mask(torch.cat([topk_mask(block, k) for block, k in zip(scores.chunk(len(parts)), parts)]))
 
     def step(self) -> None:
         for w in self.weights:
@@ -195,6 +278,8 @@ class Sparsifier(Method):
         super().step()
         for w in self.weights:
             w.apply_mask()
+            if self._driven_by_hook:  # the update saw unmasked gradients
+                w.clear_inactive_state(self.optimizer)
 
     def _active_indices(self) -> dict[str, torch.Tensor]:
         """Each layer's active flat positions now (pass them to `_record_active` after a change)."""

@@ -25,6 +25,7 @@ from torch import nn
 from sparsetrain.backends import kernels as K
 from sparsetrain.backends.sparse_ops import DenseFromCSR, NumpyViews, SparseMatmul, sparse_product, uses_numba
 from sparsetrain.errors import UserError
+from sparsetrain.sparse.layers import tied_names
 from sparsetrain.sparse.weights import BACKENDS, SparseWeight
 
 BREAK_EVEN = 0.25
@@ -465,18 +466,26 @@ SPARSE_LAYERS = (SparseLinear, SparseConv1d, SparseConv2d)
 
 
 # --- conversion ---------------------------------------------------------------------------
-def _sparse_module(module: nn.Module, name: str, mask: torch.Tensor) -> SparseLayer:
-    weight = module.weight
+def _supported(module: nn.Module, name: str) -> None:
+    """Raise a UserError unless the sparse backend has a layer for ``module``."""
     if isinstance(module, nn.Linear):
-        return SparseLinear(module.in_features, module.out_features, weight, mask, module.bias)
+        return
     if isinstance(module, (nn.Conv1d, nn.Conv2d)) and not isinstance(module, nn.Conv3d):
         if module.groups != 1 or module.padding_mode != "zeros":
             raise UserError(f"layer {name!r}: the sparse backend supports convolutions with groups=1 "
                             "and padding_mode='zeros' only; exclude it (exclude=...) or use backend=masked")
-        cls = SparseConv2d if isinstance(module, nn.Conv2d) else SparseConv1d
-        return cls(module, weight, mask)
+        return
     raise UserError(f"layer {name!r} ({type(module).__name__}): the sparse backend supports Linear, "
                     "Conv1d and Conv2d; exclude it (exclude=...) or use backend=masked")
+
+
+def _sparse_module(module: nn.Module, name: str, mask: torch.Tensor) -> SparseLayer:
+    _supported(module, name)
+    weight = module.weight
+    if isinstance(module, nn.Linear):
+        return SparseLinear(module.in_features, module.out_features, weight, mask, module.bias)
+    cls = SparseConv2d if isinstance(module, nn.Conv2d) else SparseConv1d
+    return cls(module, weight, mask)
 
 
 def _replace(model: nn.Module, module_name: str, new: nn.Module) -> None:
@@ -564,6 +573,25 @@ def to_masked(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) 
     return names
 
 
+READ_CHILD_WEIGHTS = (nn.MultiheadAttention,)
+"""Modules that read a child layer's ``weight`` directly instead of calling the layer (attention's
+``out_proj``): the sparse backend cannot replace those children."""
+
+
+def _check_replaceable(model: nn.Module, name: str, module_name: str) -> None:
+    """Refuse, in one sentence, a layer whose replacement would freeze it or break a tie."""
+    parent_name, _, _ = module_name.rpartition(".")
+    parent = model.get_submodule(parent_name) if module_name else None
+    if isinstance(parent, READ_CHILD_WEIGHTS):
+        raise UserError(f"backend=sparse cannot hold {name!r}: its {type(parent).__name__} reads the weight "
+                        "directly instead of calling the layer, so it would get no gradient; use "
+                        "backend=masked or exclude it (exclude=('*out_proj*',))")
+    others = tied_names(model).get(name)
+    if others:
+        raise UserError(f"backend=sparse cannot hold {name!r}: it is tied to {', '.join(others)} and replacing "
+                        "the layer would break the tie; use backend=masked or keep it dense (tied=dense)")
+
+
 # --- the SparseWeight protocol --------------------------------------------------------------
 class SparseBackendWeight(SparseWeight):
     """A layer's weight on the sparse backend; converts the layer (and the optimizer's
@@ -573,15 +601,26 @@ class SparseBackendWeight(SparseWeight):
 
     def __init__(self, model: nn.Module, name: str, optimizer: torch.optim.Optimizer | None = None) -> None:
         self.name = name
-        module_name = name[: -len(".weight")] if name.endswith(".weight") else ""
-        if not name.endswith("weight"):
-            raise UserError(f"the sparse backend sparsifies layer weights only, not {name!r}")
+        module_name = self.check(model, name)
         module = model.get_submodule(module_name) if module_name else model
         if not isinstance(module, SparseLayer):
             to_sparse(model, optimizer, [module_name])
             module = model.get_submodule(module_name)
         self.module: SparseLayer = module
         self.optimizer = optimizer
+
+    @staticmethod
+    def check(model: nn.Module, name: str) -> str:
+        """Raise a UserError if the sparse backend cannot hold weight ``name``; else its layer's name."""
+        module_name = name[: -len(".weight")] if name.endswith(".weight") else ""
+        if not (name.endswith(".weight") or name == "weight"):
+            raise UserError(f"the sparse backend sparsifies the weight of Linear, Conv1d and Conv2d layers only, "
+                            f"not {name!r}; use backend=masked or exclude it")
+        _check_replaceable(model, name, module_name)
+        module = model.get_submodule(module_name) if module_name else model
+        if not isinstance(module, SparseLayer):
+            _supported(module, module_name)
+        return module_name
 
     @property
     def mask(self) -> torch.Tensor:

@@ -20,6 +20,7 @@ from sparsetrain import analysis
 from sparsetrain.algorithms.averaging import greedy_soup, lottery_pools, neighbour_order, uniform_soup
 from sparsetrain.algorithms.averaging import recalibrate_bn as recalibrate_bn_on
 from sparsetrain.algorithms.after_training import read_weights
+from sparsetrain.algorithms.base import selection_options
 from sparsetrain.config import check_range, config_hash, option, validate_choices
 from sparsetrain.data import DatasetSplits, TensorData, batches, load
 from sparsetrain.engine import Callback, TrainConfig
@@ -376,8 +377,7 @@ def _rebuild(record: dict[str, Any]) -> tuple[DatasetSplits, nn.Module, list]:
     cfg = spec.method
     if not hasattr(cfg, "backend"):  # a dense run: nothing is sparse
         return data, model, []
-    names = select_weights(model, dense_first=cfg.dense_first, dense_last=cfg.dense_last,
-                           include=cfg.include, exclude=cfg.exclude)
+    names = select_weights(model, **selection_options(cfg))
     return data, model, attach(model, names, cfg.backend)
 
 

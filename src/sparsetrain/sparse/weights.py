@@ -64,6 +64,12 @@ class SparseWeight(ABC):
         self.mask_grad()               # no stale gradient on a weight just dropped
         zero_optimizer_state(optimizer, self.parameter, ~kept)
 
+    def clear_inactive_state(self, optimizer: torch.optim.Optimizer | None) -> None:
+        """Zero the optimizer state of inactive weights (after an update from unmasked gradients).
+        A backend that stores only the active weights has none to clear."""
+        if self.parameter.shape == self.shape:
+            zero_optimizer_state(optimizer, self.parameter, ~self.mask)
+
     def active_index(self) -> torch.Tensor:
         """Row-major flat positions of the active weights, ascending (int64, on the weight's
         device). Backends that store the active set override it to avoid a dense pass."""
@@ -169,9 +175,14 @@ def attach(model: nn.Module, names: list[str], backend: str = "masked",
            optimizer: torch.optim.Optimizer | None = None) -> list[SparseWeight]:
     """Wrap the named parameters of ``model`` with the chosen backend.
 
-    A factory with ``takes_optimizer = True`` (a backend that replaces parameters, like
+    A factory with a ``check(model, name)`` method refuses what it cannot hold before anything
+    changes. A factory with ``takes_optimizer = True`` (a backend that replaces parameters, like
     ``sparse``) also gets the optimizer, whose parameters and state it must swap.
     """
     factory = BACKENDS.get(backend)
+    check = getattr(factory, "check", None)
+    if check is not None:  # refuse before any layer is converted, so a refusal leaves the model as it was
+        for name in names:
+            check(model, name)
     extra = {"optimizer": optimizer} if getattr(factory, "takes_optimizer", False) else {}
     return [factory(model, name, **extra) for name in names]

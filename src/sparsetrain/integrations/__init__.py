@@ -1,0 +1,12 @@
+"""Callbacks that run a sparsetrain method inside other training frameworks.
+
+They only adapt: each builds the method with `sparsetrain.create` on the framework's model
+and optimizer, and the method runs from the optimizer's step hook, as in a user's own loop.
+
+- `sparsetrain.integrations.hf.SparsityCallback` for the Hugging Face ``Trainer``
+  (``pip install "sparsetrain[hf]"``);
+- `sparsetrain.integrations.lightning.SparsityCallback` for Lightning
+  (``pip install "sparsetrain[lightning]"``).
+
+Each module imports its framework, so import the one you use.
+"""
