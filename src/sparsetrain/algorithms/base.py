@@ -11,9 +11,10 @@ optimizer-state reset, so a method only says how it scores weights.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterable
+from typing import Any, Callable, ClassVar, Iterable
 
 import numpy as np
 import torch
@@ -39,10 +40,32 @@ class MethodConfig:
         validate_choices(self)
 
 
+def _guarded(step: Callable[[Method], None]) -> Callable[[Method], None]:
+    """``step`` marked as running, so optimizer steps it makes do not re-enter it via the hook."""
+    @functools.wraps(step)
+    def run(self: Method) -> None:
+        if getattr(self, "_stepping", False):  # a subclass's step calling super().step()
+            return step(self)
+        self._stepping = True
+        try:
+            return step(self)
+        finally:
+            self._stepping = False
+    return run
+
+
 class Method:
     """A training-loop hook: call `step()` where you would call ``optimizer.step()``."""
 
     name: ClassVar[str] = "method"
+    runs_from_hook: ClassVar[bool] = True
+    """False for a method that must act before the optimizer's update (it then runs only
+    from `step()`)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "step" in cls.__dict__:
+            cls.step = _guarded(cls.__dict__["step"])
     config_class: ClassVar[type] = MethodConfig
     needs_data: ClassVar[bool] = False
     """True if `prepare` reads training batches (pruning at initialization)."""
@@ -63,10 +86,10 @@ class Method:
         self.seed = seed
         self.step_count = 0
         self.weights: list[SparseWeight] = []
-        self._own_step = False        # inside the optimizer step that step() itself calls
+        self._stepping = False        # inside step(): its optimizer steps do not re-enter it
         self._driven_by_hook = False  # step() runs from the optimizer's hook, after its update
         self._hook = None
-        if optimizer is not None:
+        if optimizer is not None and self.runs_from_hook:
             self.hook_optimizer()
 
     def hook_optimizer(self) -> None:
@@ -78,6 +101,9 @@ class Method:
         method then zeroes the inactive weights and their optimizer state, which for optimizers
         that update each weight from its own gradient and state (SGD, Adam, AdamW, RMSprop ...)
         gives exactly the update of `step()`."""
+        if not self.runs_from_hook:
+            raise UserError(f"{self.name} acts before each optimizer update, so it cannot run from the "
+                            "optimizer's hook: call its step() instead of optimizer.step()")
         previous = getattr(self.optimizer, "_sparsetrain_hook", None)
         if previous is not None:
             previous.remove()
@@ -91,7 +117,7 @@ class Method:
             self._hook = None
 
     def _after_optimizer_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        if self._own_step:
+        if self._stepping:
             return
         self._driven_by_hook = True
         try:
@@ -127,11 +153,7 @@ class Method:
         """One optimizer step (plus whatever the method does around it). From the optimizer's
         hook the update has already happened, and only the method's part runs."""
         if self.optimizer is not None and not self._driven_by_hook and not self.skips_optimizer_step():
-            self._own_step = True
-            try:
-                self.optimizer.step()
-            finally:
-                self._own_step = False
+            self.optimizer.step()
         self.step_count += 1
 
     def skips_optimizer_step(self) -> bool:
@@ -153,6 +175,9 @@ class Method:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step_count = int(state["step"])
+
+
+Method.step = _guarded(Method.step)
 
 
 @dataclass(frozen=True)

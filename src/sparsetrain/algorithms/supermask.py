@@ -68,6 +68,7 @@ class EdgePopup(Sparsifier):
     """
 
     name = "edge-popup"
+    runs_from_hook = False  # the scores get their gradient before the optimizer steps them
     config_class: ClassVar[type] = SupermaskConfig
     trains_weights: ClassVar[bool] = False
 
