@@ -19,9 +19,9 @@ def batches(n, size=8, dtype=torch.float32):
             for _ in range(n)]
 
 
-def rigl(model, opt, steps=12):
+def rigl(model, opt, steps=12, backend="masked"):
     return st.RigL(model, opt, density=0.3, total_steps=steps, update_interval=2, drop_fraction=0.5,
-                   distribution="uniform")
+                   distribution="uniform", backend=backend)
 
 
 def check_invariants(sp):
@@ -34,12 +34,12 @@ def check_invariants(sp):
                 assert not value[~w.mask].any()
 
 
-def train(driver, opt_class=torch.optim.SGD, clip=None, **opt_options):
+def train(driver, opt_class=torch.optim.SGD, clip=None, backend="masked", **opt_options):
     """Train RigL on a fixed data stream; ``driver`` 'method' calls sparsifier.step(), 'optimizer'
     calls optimizer.step() and lets the hook run the method."""
     model = net()
     opt = opt_class(model.parameters(), lr=0.05, **opt_options)
-    sp = rigl(model, opt)
+    sp = rigl(model, opt, backend=backend)
     for x, y in batches(12):
         opt.zero_grad()
         F.cross_entropy(model(x), y).backward()
@@ -60,6 +60,15 @@ def test_plain_optimizer_step_equals_sparsifier_step(opt_class, options):
         assert torch.equal(wa.mask, wb.mask)
     for pa, pb in zip(model_a.parameters(), model_b.parameters()):
         torch.testing.assert_close(pa, pb, rtol=1e-6, atol=1e-7)
+
+
+def test_plain_optimizer_step_drives_the_sparse_backend_too():
+    a, model_a = train("method", backend="sparse", momentum=0.9)
+    b, model_b = train("optimizer", backend="sparse", momentum=0.9)
+    assert b.step_count == 12
+    for wa, wb in zip(a.weights, b.weights):
+        assert torch.equal(wa.mask, wb.mask)
+        torch.testing.assert_close(wa.values, wb.values)
 
 
 def test_clipping_before_the_step_is_what_rigl_reads():
