@@ -64,3 +64,17 @@ def validation_loss(model: torch.nn.Module, rows: torch.Tensor, batch: int = 64)
         count += len(chunk)
     model.train(was_training)
     return total / count
+
+
+def compare(train, steps: int, chars: int, block: int, batch: int) -> dict[str, dict]:
+    """Dense, static and RigL runs of ``train(method, steps, chars, block, batch)`` at equal steps;
+    prints what RigL sparsified, its per-layer table and the three validation losses."""
+    results = {name: train(method, steps, chars, block, batch)
+               for name, method in (("dense", None), ("static", "static"), ("rigl", "rigl"))}
+    print(results["rigl"]["coverage"])
+    print(results["rigl"]["summary"])
+    print(f"\nvalidation loss (nats per character) after {steps} steps of batch {batch}x{block}:")
+    for name, r in results.items():
+        density = f"density {r['density']:.3f}" if "density" in r else "dense"
+        print(f"  {name:<7} {r['val_loss']:.4f}   ({density})")
+    return results

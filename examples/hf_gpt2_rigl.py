@@ -52,15 +52,7 @@ def train(method: str | None, steps: int, chars: int, block: int, batch: int, se
 
 def main(steps: int = 60, chars: int = 200_000, block: int = 64, batch: int = 16) -> dict[str, dict]:
     transformers.logging.set_verbosity_error()
-    results = {name: train(method, steps, chars, block, batch)
-               for name, method in (("dense", None), ("static", "static"), ("rigl", "rigl"))}
-    print(results["rigl"]["coverage"])
-    print(results["rigl"]["summary"])
-    print(f"\nvalidation loss (nats per character) after {steps} steps of batch {batch}x{block}:")
-    for name, r in results.items():
-        density = f"density {r['density']:.3f}" if "density" in r else "dense"
-        print(f"  {name:<7} {r['val_loss']:.4f}   ({density})")
-    return results
+    return charlm.compare(train, steps, chars, block, batch)
 
 
 if __name__ == "__main__":

@@ -10,3 +10,13 @@ and optimizer, and the method runs from the optimizer's step hook, as in a user'
 
 Each module imports its framework, so import the one you use.
 """
+
+from sparsetrain.algorithms import METHODS
+from sparsetrain.errors import UserError
+
+
+def check_method(name: str) -> None:
+    """Refuse a method a callback cannot build: unknown, or one that reads data before training."""
+    if getattr(METHODS.get(name), "needs_data", False):
+        raise UserError(f"method {name!r} reads training batches before training; build it yourself, call its "
+                        "prepare(batches) and give the framework its optimizer (the method runs from its hook)")

@@ -19,7 +19,7 @@ from transformers import TrainerCallback
 
 import sparsetrain
 from sparsetrain.algorithms.base import Method
-from sparsetrain.errors import UserError
+from sparsetrain.integrations import check_method
 
 
 class SparsityCallback(TrainerCallback):
@@ -31,9 +31,7 @@ class SparsityCallback(TrainerCallback):
     """
 
     def __init__(self, name: str = "rigl", **options: Any) -> None:
-        if getattr(sparsetrain.METHODS.get(name), "needs_data", False):
-            raise UserError(f"method {name!r} reads training batches before training; build it yourself "
-                            "and call its prepare(batches) (see SparsityCallback's docstring)")
+        check_method(name)
         self.name = name
         self.options = options
         self.method: Method | None = None
@@ -41,6 +39,7 @@ class SparsityCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):  # noqa: ANN001
         if self.method is None:
             torch_optimizer = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps it
+            options = {"seed": args.seed, **self.options}
             self.method = sparsetrain.create(self.name, model, torch_optimizer, total_steps=state.max_steps,
-                                             seed=args.seed, **self.options)
+                                             **options)
         return control

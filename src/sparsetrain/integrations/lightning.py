@@ -20,16 +20,14 @@ from lightning.pytorch import Callback
 
 import sparsetrain
 from sparsetrain.algorithms.base import Method
-from sparsetrain.errors import UserError
+from sparsetrain.integrations import check_method
 
 
 class SparsityCallback(Callback):
     """Builds method ``name`` with ``options`` (as `sparsetrain.create`) for ``trainer.fit``."""
 
     def __init__(self, name: str = "rigl", **options: Any) -> None:
-        if getattr(sparsetrain.METHODS.get(name), "needs_data", False):
-            raise UserError(f"method {name!r} reads training batches before training; build it yourself, "
-                            "call its prepare(batches) and hook it to your optimizer")
+        check_method(name)
         self.name = name
         self.options = options
         self.method: Method | None = None
