@@ -88,7 +88,8 @@ class Method:
         self.weights: list[SparseWeight] = []
         self._stepping = False        # inside step(): its optimizer steps do not re-enter it
         self._driven_by_hook = False  # step() runs from the optimizer's hook, after its update
-        self._hook = None
+        self._hooks: tuple = ()
+        self._saved = None
         if optimizer is not None and self.runs_from_hook:
             self.hook_optimizer()
 
@@ -100,25 +101,35 @@ class Method:
         The hook runs after the optimizer's update, which has seen unmasked gradients: the
         method then zeroes the inactive weights and their optimizer state, which for optimizers
         that update each weight from its own gradient and state (SGD, Adam, AdamW, RMSprop ...)
-        gives exactly the update of `step()`."""
+        gives exactly the update of `step()`. An iteration on which `step()` would skip the
+        optimizer step (RigL's update iterations) is undone: the parameters and optimizer state
+        saved by a pre-hook are put back before the method acts."""
         if not self.runs_from_hook:
             raise UserError(f"{self.name} acts before each optimizer update, so it cannot run from the "
                             "optimizer's hook: call its step() instead of optimizer.step()")
-        previous = getattr(self.optimizer, "_sparsetrain_hook", None)
-        if previous is not None:
-            previous.remove()
-        self._hook = self.optimizer.register_step_post_hook(self._after_optimizer_step)
-        self.optimizer._sparsetrain_hook = self._hook
+        for handle in getattr(self.optimizer, "_sparsetrain_hooks", ()):
+            handle.remove()
+        self._hooks = (self.optimizer.register_step_pre_hook(self._before_optimizer_step),
+                       self.optimizer.register_step_post_hook(self._after_optimizer_step))
+        self.optimizer._sparsetrain_hooks = self._hooks
 
     def remove_hook(self) -> None:
-        """Stop running from the optimizer's step hook (`step()` still works)."""
-        if self._hook is not None:
-            self._hook.remove()
-            self._hook = None
+        """Stop running from the optimizer's step hooks (`step()` still works)."""
+        for handle in self._hooks:
+            handle.remove()
+        self._hooks = ()
+
+    def _before_optimizer_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        self._saved = None
+        if not self._stepping and self.skips_optimizer_step():
+            self._saved = _save_optimizer(optimizer)
 
     def _after_optimizer_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         if self._stepping:
             return
+        if self._saved is not None:
+            _restore_optimizer(optimizer, self._saved)
+            self._saved = None
         self._driven_by_hook = True
         try:
             self.step()
@@ -178,6 +189,24 @@ class Method:
 
 
 Method.step = _guarded(Method.step)
+
+
+@torch.no_grad()
+def _save_optimizer(optimizer: torch.optim.Optimizer) -> list:
+    """Copies of every parameter and its optimizer state, to undo one optimizer step."""
+    return [(p, p.detach().clone(), {k: v.clone() if torch.is_tensor(v) else v
+                                     for k, v in optimizer.state.get(p, {}).items()})
+            for group in optimizer.param_groups for p in group["params"]]
+
+
+@torch.no_grad()
+def _restore_optimizer(optimizer: torch.optim.Optimizer, saved: list) -> None:
+    for p, value, state in saved:
+        p.copy_(value)
+        if state:
+            optimizer.state[p] = state
+        else:
+            optimizer.state.pop(p, None)
 
 
 @dataclass(frozen=True)
