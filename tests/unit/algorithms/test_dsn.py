@@ -71,3 +71,29 @@ def test_updates_drop_smallest_keep_counts_and_stay_inside_each_region(growth, i
         changes += int((w.mask != before_mask).any())
         assert model[0].weight[~w.mask].eq(0).all()
     assert changes >= 5
+
+
+def test_cli_trains_dsn_on_an_archive_in_aeons_layout(tmp_path, monkeypatch):
+    import json
+    import sqlite3
+
+    import numpy as np
+
+    from sparsetrain.cli import main
+
+    monkeypatch.setenv("SPARSETRAIN_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "archives" / "Toy"
+    folder.mkdir(parents=True)
+    for split, n in (("TRAIN", 24), ("TEST", 12)):
+        labels = rng.integers(1, 3, n)
+        rows = [",".join(f"{v:.4f}" for v in rng.normal(size=20) + label) + f":{label}" for label in labels]
+        (folder / f"Toy_{split}.ts").write_text("@problemName Toy\n@classLabel true 1 2\n@data\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "runs"
+    assert main(["train", "--method", "dsn", "--model", "dsn", "--dataset", "ucr", "--data-dir", str(tmp_path / "archives"),
+                 "--dataset-options", "{name: Toy}", "--model-options", "{width: 4, depth: 1, kernel: 9, pool: 4}",
+                 "--epochs", "2", "--batch-size", "8", "--optimizer", "adam", "--lr", "0.0003",
+                 "--update-interval", "1", "--no-progress", "--out", str(out)]) == 0
+    with sqlite3.connect(out / "results.db") as db:
+        method, status, final = db.execute("SELECT method, status, final FROM runs").fetchone()
+    assert (method, status) == ("dsn", "finished") and 0 <= json.loads(final)["test_acc"] <= 1

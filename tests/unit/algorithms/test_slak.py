@@ -45,12 +45,12 @@ def test_decomposed_kernel_is_the_sum_of_its_branches_and_one_merged_kernel():
 
 
 def _loader(g):
-    return [(torch.randn(16, 3, 32, 32, generator=g), torch.randint(0, 10, (16,), generator=g))]
+    return [(torch.randn(8, 3, 16, 16, generator=g), torch.randint(0, 10, (8,), generator=g))]
 
 
 def test_snip_layer_ratios_with_random_positions_on_the_large_kernels_only():
     torch.manual_seed(0)
-    model = st.models.create("slak-small", num_classes=10)
+    model = st.models.create("slak-small", num_classes=10, input_shape=(3, 16, 16), dims=(4, 8, 8), kernels=(9, 7, 7))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     method = st.create("slak", model, opt, total_steps=10)
     names = [w.name for w in method.weights]
