@@ -10,6 +10,7 @@ from typing import Any, Mapping, Sequence
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from sparsetrain.reporting.style import save_png
 
@@ -24,7 +25,12 @@ def has_curves(epochs: Sequence[Mapping[str, Any]]) -> bool:
 
 def plot_run_curves(epochs: Sequence[Mapping[str, Any]], path: str | os.PathLike[str], *,
                     title: str = "", dpi: int = 80) -> Path:
-    """PNG with three panels over epochs: loss, accuracy (%) and density / ITOP rate."""
+    """PNG of `run_curves_figure` at ``path``."""
+    return save_png(run_curves_figure(epochs, title=title), path, dpi)
+
+
+def run_curves_figure(epochs: Sequence[Mapping[str, Any]], *, title: str = "") -> Figure:
+    """Three panels over epochs: loss, accuracy (%) and density / ITOP rate."""
     fig = Figure(figsize=(11, 2.9), layout="constrained")
     FigureCanvasAgg(fig)
     loss_ax, acc_ax, sparse_ax = fig.subplots(1, 3)
@@ -41,6 +47,7 @@ def plot_run_curves(epochs: Sequence[Mapping[str, Any]], path: str | os.PathLike
     sparse_ax.set_ylim(0, 1.05)
     for ax, name in ((loss_ax, "loss"), (acc_ax, "accuracy (%)"), (sparse_ax, "fraction of weights")):
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(name)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize="x-small")
@@ -48,7 +55,7 @@ def plot_run_curves(epochs: Sequence[Mapping[str, Any]], path: str | os.PathLike
             ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes)
     if title:
         fig.suptitle(title, fontsize="small")
-    return save_png(fig, path, dpi)
+    return fig
 
 
 def _series(epochs: Sequence[Mapping[str, Any]], key: str) -> tuple[list[int], list[float]]:

@@ -31,12 +31,14 @@ body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; 
 table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
 th, td { border-bottom: 1px solid #ddd; padding: 0.25em 0.8em; text-align: left; }
 th { background: #f4f4f4; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 img { max-width: 100%; }
 .meta { color: #555; font-size: 0.9em; }
 details { margin: 0.3em 0; }
 summary { cursor: pointer; }
-td.diff { font-weight: bold; }
+.config { font-size: 0.85em; line-height: 1.5; }
+.config b { font-weight: 600; }
+.config .diff { background: #fff3c4; }
 """
 
 _NOTE = ("One row per configuration (everything but the seed); seeds counts its distinct seeds. Test "
@@ -104,19 +106,27 @@ def _image(png: Path, alt: str) -> str:
 
 
 def _configurations(groups: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The settings every row shares, then each row's own (highlighted: those that tell rows apart)."""
     e = html.escape
     keys = set(diff_keys(groups))
+    configs = [g["config"] for g in groups]
+    shared = {k: v for k, v in configs[0].items()
+              if all(k in c and format_setting(c[k]) == format_setting(v) for c in configs[1:])}
+
+    def settings(values: Mapping[str, Any]) -> str:
+        return " · ".join(f'<span{" class=diff" if k in keys else ""}><b>{e(k)}</b> {e(format_setting(v))}</span>'
+                          for k, v in sorted(values.items()))
+
     out = ["<h2>Configuration of each row</h2>",
-           f'<p class="meta">Every key of the row\'s resolved configuration (bold: differs between rows); '
-           f"{e(seeds_note(groups))}.</p>"]
+           f'<p class="meta">The resolved configuration of each row (all but the seed); {e(seeds_note(groups))}. '
+           "Highlighted: the settings that tell rows of one setup and scenario apart.</p>",
+           f'<p class="config"><b>Shared by every row:</b> {settings(shared)}</p>', "<ul>"]
     for g in groups:
-        label = f"{g['setup']}, {g['scenario']}: {row_label(g, sorted(keys))}"
+        own = {k: v for k, v in g["config"].items() if k not in shared}
         seeds = ", ".join(str(s) for s in g["seeds"])
-        cells = "".join(f'<tr><td{" class=diff" if k in keys else ""}>{e(k)}</td>'
-                        f"<td>{e(format_setting(v))}</td></tr>" for k, v in sorted(g["config"].items()))
-        out.append(f"<details><summary>{e(label)} (seeds {e(seeds)})</summary>"
-                   f"<table><thead><tr><th>key</th><th>value</th></tr></thead><tbody>{cells}</tbody></table>"
-                   "</details>")
+        out.append(f'<li class="config">{e(g["setup"])}, {e(g["scenario"])}, <b>{e(row_label(g))}</b> '
+                   f"(seeds {e(seeds)}): {settings(own) or 'nothing else'}</li>")
+    out.append("</ul>")
     return out
 
 

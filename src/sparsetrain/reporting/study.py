@@ -75,8 +75,9 @@ def seeds_note(groups: Sequence[Mapping[str, Any]]) -> str:
 def plot_accuracy_vs_density(runs: Sequence[Mapping[str, Any]], path: str | os.PathLike[str],
                              *, dpi: int = 110) -> Path:
     """PNG with one panel per (setup, scenario): test accuracy against density, one line per
-    sparse method (and per value of the hyperparameters that differ), error bars only for
-    rows with two or more seeds, and each dense baseline as a horizontal line."""
+    sparse method (and per value of the hyperparameters that differ), set slightly apart
+    along the density axis so that equal points stay visible, error bars only for rows with
+    two or more seeds, and each dense baseline as a horizontal line."""
     groups = study_groups(runs)
     keys = diff_keys(groups)
     panels = list(dict.fromkeys((g["setup"], g["scenario"]) for g in groups)) or [("", "")]
@@ -92,12 +93,13 @@ def plot_accuracy_vs_density(runs: Sequence[Mapping[str, Any]], path: str | os.P
             if g["method"] != DENSE and g["density"] is not None:
                 lines.setdefault(row_label(g, keys, density=False), []).append(g)
         variants: dict[str, int] = {}
-        for label, points in lines.items():
+        for i, (label, points) in enumerate(lines.items()):
             points.sort(key=lambda g: g["density"])
             method = points[0]["method"]
             k = variants[method] = variants.get(method, -1) + 1
             n = min(g["n_seeds"] for g in points)
-            ax.errorbar([g["density"] for g in points], [100 * g["test_acc_mean"] for g in points],
+            dodge = 10 ** (0.015 * (i - (len(lines) - 1) / 2))  # side by side on the log axis: none hides another
+            ax.errorbar([g["density"] * dodge for g in points], [100 * g["test_acc_mean"] for g in points],
                         yerr=[100 * (g["test_acc_std"] or 0.0) for g in points] if n >= 2 else None,
                         marker=MARKERS[k % len(MARKERS)], markersize=5, capsize=3,
                         linestyle=LINESTYLES[k % len(LINESTYLES)], color=method_color(method),
@@ -114,6 +116,7 @@ def plot_accuracy_vs_density(runs: Sequence[Mapping[str, Any]], path: str | os.P
             ax.set_xscale("log")
             ax.minorticks_off()
             ax.set_xticks(densities, [f"{d:g}" for d in densities])
+            ax.set_xlim(densities[0] / 1.6, densities[-1] * 1.6)
         ax.set_title(f"{setup}, {scenario}" if setup else "no finished runs", fontsize="medium")
         ax.set_xlabel("density")
         ax.set_ylabel("test accuracy (%)")

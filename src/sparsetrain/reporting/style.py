@@ -60,13 +60,14 @@ def coinciding(lines: Mapping[str, tuple[str, Sequence[float]]], tol: float = 1e
 def plot_layer_lines(ax: Any, lines: Mapping[str, tuple[str, Sequence[float]]]) -> None:
     """Per-layer densities (label -> (method, density per layer)) on ``ax``, in the method's
     colour with its own marker and dash, set slightly side by side so that coinciding lines
-    all stay visible; the legend marks lines that coincide ("= other label")."""
+    all stay visible; the legend title names the lines that coincide (one allocation)."""
     shared = coinciding(lines)
     width = 0.5 / max(1, len(lines))
     for i, (label, (method, values)) in enumerate(lines.items()):
         offset = (i - (len(lines) - 1) / 2) * width
-        note = f" = {', '.join(shared[label])}" if shared.get(label) else ""
         ax.plot([j + offset for j in range(len(values))], values, marker=MARKERS[i % len(MARKERS)], markersize=5,
-                linestyle=LINESTYLES[i % len(LINESTYLES)], color=method_color(method), label=label + note)
+                linestyle=LINESTYLES[i % len(LINESTYLES)], color=method_color(method), label=label)
+    sets = list(dict.fromkeys(", ".join(sorted([label, *others])) for label, others in shared.items()))
     if lines:
-        ax.legend(fontsize="x-small", title="'=': same allocation" if shared else None, title_fontsize="x-small")
+        title = "same allocation (drawn side by side):\n" + "\n".join(sets) if sets else None
+        ax.legend(fontsize="x-small", title=title, title_fontsize="x-small")

@@ -11,7 +11,6 @@ from typing import Any, Callable, Iterable, Mapping, Sequence, Union
 
 from sparsetrain.reporting.groups import (
     DENSE,
-    MEAN_FIELDS,
     diff_keys,
     experiment_groups,
     format_setting,

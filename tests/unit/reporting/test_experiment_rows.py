@@ -95,4 +95,4 @@ def test_named_setups_of_one_dataset_stay_apart(store, tmp_path):
     assert "dataset_options" in lines[0] and len(lines) == 2 + 4
     for k, name in enumerate(("GunPoint", "Coffee", "ECG200", "Wafer")):
         line = next(l for l in lines if "{name: " + name + "}" in l)
-        assert f" 1 " in line and f"{100 * (0.5 + k / 10):.2f}" in line
+        assert " 1 " in line and f"{100 * (0.5 + k / 10):.2f}" in line
