@@ -33,6 +33,8 @@ th, td { border-bottom: 1px solid #ddd; padding: 0.25em 0.8em; text-align: left;
 th { background: #f4f4f4; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 img { max-width: 100%; }
+.scroll { overflow-x: auto; }
+td.ids { font-family: monospace; font-size: 0.85em; }
 .meta { color: #555; font-size: 0.9em; }
 details { margin: 0.3em 0; }
 summary { cursor: pointer; }
@@ -40,6 +42,8 @@ summary { cursor: pointer; }
 .config b { font-weight: 600; }
 .config .diff { background: #fff3c4; }
 """
+
+_CELL_CLASS = {"runs": " class=ids"}  # run ids in a small fixed-width font
 
 _NOTE = ("One row per configuration (everything but the seed); seeds counts its distinct seeds. Test "
          "accuracy in %: mean ± sample std when a row has two or more seeds, else the one value. Dense: "
@@ -72,7 +76,8 @@ def write_study_report(runs: Sequence[Mapping[str, Any]], path: str | os.PathLik
         if rows:
             size = [c for c in COMPARISON_COLUMNS if c[0] in ("active_weights", "flops", "itop_rate", "duration_s")]
             columns = columns[:-1] + size + columns[-1:]
-            parts.append(_table(rows, columns, {k for k, _ in columns if k not in TEXT_COLUMNS}))
+            table = _table(rows, columns, {k for k, _ in columns if k not in TEXT_COLUMNS})
+            parts.append(f'<div class="scroll">{table}</div>')
             parts.append("<h2>Accuracy vs density</h2>")
             parts.append(_image(plot_accuracy_vs_density(runs, Path(tmp) / "acc.png"), "accuracy vs density"))
             parts.append("<h2>Per-layer density</h2>")
@@ -187,7 +192,7 @@ def _table(
     body = []
     for row in rows:
         cells = "".join(
-            f'<td{" class=num" if key in numeric else ""}>{e(format_value(row.get(key)))}</td>'
+            f'<td{_CELL_CLASS.get(key, " class=num" if key in numeric else "")}>{e(format_value(row.get(key)))}</td>'
             for key, _ in columns
         )
         body.append(f"<tr>{cells}</tr>")

@@ -24,7 +24,8 @@ def plot_comparison(
 
     Left: a dot plot of test accuracy (%) per experiment on a 0-100 axis: every seed as a
     small open dot, the mean as a filled dot, and ± std over seeds as a bar only for rows
-    with two or more seeds; the dense mean as a dashed line. Right: per-layer density
+    with two or more seeds; a short dashed mark on a row is its own dense baseline (same
+    training settings). Right: per-layer density
     against the layer, one line per experiment; lines that coincide are set side by side
     with their own marker and dash, and the legend names the rows that share an allocation.
     Colours are fixed per method (`style.METHOD_COLORS`).
@@ -33,8 +34,12 @@ def plot_comparison(
     keys = diff_keys(groups)
     several_densities = len({g["density"] for g in groups if g["density"] is not None}) > 1
     labels = [row_label(g, keys, density=several_densities) for g in groups]
+    # rows of several setups or scenarios: say which, or two "dense" rows look alike
+    for part in ("scenario", "setup"):
+        if len({g[part] for g in groups}) > 1:
+            labels = [f"{g[part]}: {label}" for g, label in zip(groups, labels)]
 
-    fig = Figure(figsize=(11, 0.9 + max(3.6, 0.42 * len(groups))), layout="constrained")
+    fig = Figure(figsize=(12, 0.9 + max(3.6, 0.42 * len(groups))), layout="constrained")
     FigureCanvasAgg(fig)
     acc_ax, layer_ax = fig.subplots(1, 2, width_ratios=(1, 1.3))
 
@@ -52,8 +57,9 @@ def plot_comparison(
                                 marker="o", markersize=7, capsize=4, color=color)
                 acc_ax.annotate(f"{100 * g['test_acc_mean']:.1f}", (100 * g["test_acc_mean"], y),
                                 xytext=(0, 7), textcoords="offset points", ha="center", fontsize="x-small")
-            if g["method"] == DENSE and g["test_acc_mean"] is not None:
-                acc_ax.axvline(100 * g["test_acc_mean"], color=color, linestyle="--", linewidth=0.8)
+            if g["dense"] is not None and g["method"] != DENSE:  # this row's own dense baseline
+                acc_ax.plot([100 * g["dense_acc_mean"]] * 2, [y - 0.35, y + 0.35], color=method_color(DENSE),
+                            linestyle="--", linewidth=1)
         acc_ax.set_yticks(positions, [f"{label} (n={g['n_seeds']})" for label, g in zip(labels, groups)],
                           fontsize="small")
         acc_ax.set_ylim(-0.7, len(groups) - 0.3)
@@ -65,8 +71,14 @@ def plot_comparison(
     acc_ax.set_xlabel("test accuracy (%)")
     acc_ax.set_title(f"Test accuracy ({seeds_note(groups)})", fontsize="medium")
 
-    lines = {label: (g["method"], [float(layer["density"]) for layer in g["layers"]])
-             for label, g in zip(labels, groups) if g["layers"]}
+    # one line per configuration apart from the scenario (which does not change an allocation)
+    lines: dict[str, tuple[str, list[float]]] = {}
+    several_setups = len({g["setup"] for g in groups}) > 1
+    for g in groups:
+        if g["layers"]:
+            label = row_label(g, keys, density=several_densities)
+            label = f"{g['setup']}: {label}" if several_setups else label
+            lines.setdefault(label, (g["method"], [float(layer["density"]) for layer in g["layers"]]))
     plot_layer_lines(layer_ax, lines)
     names: list[str] = []
     for g in groups:

@@ -69,7 +69,7 @@ def seeds_note(groups: Sequence[Mapping[str, Any]]) -> str:
         return "one seed: no error bars"
     if len(counts) == 1:
         return f"mean ± std over {counts.pop()} seeds"
-    return "mean ± std over seeds (bars only where a row has 2 or more; n per label)"
+    return "mean ± std where n ≥ 2 seeds"
 
 
 def plot_accuracy_vs_density(runs: Sequence[Mapping[str, Any]], path: str | os.PathLike[str],
@@ -83,7 +83,7 @@ def plot_accuracy_vs_density(runs: Sequence[Mapping[str, Any]], path: str | os.P
     panels = list(dict.fromkeys((g["setup"], g["scenario"]) for g in groups)) or [("", "")]
     cols = min(3, len(panels))
     rows = math.ceil(len(panels) / cols)
-    fig = Figure(figsize=(4.8 * cols, 3.8 * rows), layout="constrained")
+    fig = Figure(figsize=(6.4 * cols, 3.8 * rows), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax, (setup, scenario) in zip(axes, panels):
@@ -120,8 +120,8 @@ def plot_accuracy_vs_density(runs: Sequence[Mapping[str, Any]], path: str | os.P
         ax.set_title(f"{setup}, {scenario}" if setup else "no finished runs", fontsize="medium")
         ax.set_xlabel("density")
         ax.set_ylabel("test accuracy (%)")
-        if mine:
-            ax.legend(fontsize="x-small")
+        if mine:  # outside the axes, on the right: a legend never hides a point
+            ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     for ax in axes[len(panels):]:
         ax.set_visible(False)
     fig.suptitle(f"Test accuracy vs density ({seeds_note(groups)})", fontsize="medium")

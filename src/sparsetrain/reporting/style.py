@@ -15,16 +15,18 @@ from sparsetrain.atomic import atomic_write_bytes
 
 # Fixed, so a method has the same colour in every figure and every report. Dense is black
 # (it is drawn as the reference line); the rest are the 20 colours of matplotlib's tab20.
+# A newly registered method belongs here too (tests/unit/reporting/test_figures.py checks).
 METHOD_COLORS: dict[str, str] = {
     "dense": "#000000",
     "static": "#1f77b4", "set": "#ff7f0e", "rigl": "#2ca02c", "mest": "#d62728",
     "granet": "#9467bd", "gmp": "#8c564b", "snip": "#e377c2", "grasp": "#7f7f7f",
     "synflow": "#bcbd22", "imp": "#17becf", "pai": "#aec7e8",
     "prune-global": "#ffbb78", "prune-layer": "#98df8a", "prune-lamp": "#ff9896",
-    "prune-dp": "#c5b0d5",
+    "prune-dp": "#c5b0d5", "dsn": "#c49c94", "edge-popup": "#f7b6d2", "slak": "#dbdb8d",
+    "sup-tickets": "#9edae5",
 }
-_SPARE = ("#c49c94", "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5", "#393b79", "#637939", "#8c6d31",
-          "#843c39", "#7b4173")
+_SPARE = ("#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354",
+          "#756bb1", "#636363")
 MARKERS = "osD^vPX*<>"
 LINESTYLES = ("-", "--", ":", "-.")
 
@@ -60,14 +62,21 @@ def coinciding(lines: Mapping[str, tuple[str, Sequence[float]]], tol: float = 1e
 def plot_layer_lines(ax: Any, lines: Mapping[str, tuple[str, Sequence[float]]]) -> None:
     """Per-layer densities (label -> (method, density per layer)) on ``ax``, in the method's
     colour with its own marker and dash, set slightly side by side so that coinciding lines
-    all stay visible; the legend title names the lines that coincide (one allocation)."""
+    all stay visible; lines that coincide share a letter in the legend ("rigl [A]", "set [A]"),
+    and the legend title says what the letters mean. The legend sits outside the axes."""
     shared = coinciding(lines)
+    letters: dict[str, str] = {}
+    for label, others in shared.items():
+        if label not in letters:
+            letter = chr(ord("A") + len(set(letters.values())) % 26)
+            letters.update({name: letter for name in (label, *others)})
     width = 0.5 / max(1, len(lines))
     for i, (label, (method, values)) in enumerate(lines.items()):
         offset = (i - (len(lines) - 1) / 2) * width
+        mark = f" [{letters[label]}]" if label in letters else ""
         ax.plot([j + offset for j in range(len(values))], values, marker=MARKERS[i % len(MARKERS)], markersize=5,
-                linestyle=LINESTYLES[i % len(LINESTYLES)], color=method_color(method), label=label)
-    sets = list(dict.fromkeys(", ".join(sorted([label, *others])) for label, others in shared.items()))
+                linestyle=LINESTYLES[i % len(LINESTYLES)], color=method_color(method), label=label + mark)
     if lines:
-        title = "same allocation (drawn side by side):\n" + "\n".join(sets) if sets else None
-        ax.legend(fontsize="x-small", title=title, title_fontsize="x-small")
+        title = "[same letter]: same allocation,\ndrawn side by side" if letters else None
+        ax.legend(fontsize="x-small", title=title, title_fontsize="x-small", loc="upper left",
+                  bbox_to_anchor=(1.01, 1.0), alignment="left")

@@ -14,7 +14,8 @@ from sparsetrain.reporting.style import coinciding, method_color, plot_layer_lin
 
 def test_every_registered_method_has_its_own_fixed_colour():
     colours = {m: method_color(m) for m in st.list_methods()}
-    assert len(set(colours.values())) == len(colours)  # no two methods share a colour
+    shared = sorted(m for m in colours if list(colours.values()).count(colours[m]) > 1)
+    assert not shared, f"methods {shared} share a colour: give them their own in style.METHOD_COLORS"
     assert method_color("dense") == "#000000"
     assert method_color("some-new-method") == method_color("some-new-method")  # stable by name
     assert all(mcolors.is_color_like(c) for c in colours.values())
@@ -29,19 +30,21 @@ def test_coinciding_layer_lines_are_drawn_side_by_side_and_named_in_the_legend()
     ax = fig.subplots()
     plot_layer_lines(ax, lines)
     drawn = {line.get_label(): line for line in ax.get_lines()}
+    assert set(drawn) == {"static [A]", "rigl [A]", "snip"}  # the shared allocation is named by its letter
+    drawn = {label.split(" [")[0]: line for label, line in drawn.items()}
     assert drawn["static"].get_color() == method_color("static") and drawn["rigl"].get_color() == method_color("rigl")
     # equal values, different x: both stay visible; markers and dashes differ too
     assert list(drawn["static"].get_ydata()) == list(drawn["rigl"].get_ydata())
     assert all(a != b for a, b in zip(drawn["static"].get_xdata(), drawn["rigl"].get_xdata()))
     assert drawn["static"].get_marker() != drawn["rigl"].get_marker()
     assert drawn["static"].get_linestyle() != drawn["rigl"].get_linestyle()
-    assert "rigl, static" in ax.get_legend().get_title().get_text()
+    assert "same allocation" in ax.get_legend().get_title().get_text()
 
 
 def test_error_bars_are_called_std_over_seeds_only_with_two_or_more():
     assert seeds_note([{"n_seeds": 1}, {"n_seeds": 1}]) == "one seed: no error bars"
     assert seeds_note([{"n_seeds": 3}, {"n_seeds": 3}]) == "mean ± std over 3 seeds"
-    assert "only where a row has 2 or more" in seeds_note([{"n_seeds": 1}, {"n_seeds": 2}])
+    assert seeds_note([{"n_seeds": 1}, {"n_seeds": 2}]) == "mean ± std where n ≥ 2 seeds"
 
 
 def test_learning_curves_come_from_the_stored_epochs(tmp_path):
