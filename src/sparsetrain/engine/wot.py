@@ -11,9 +11,11 @@ weights ``w0`` the callback records the weight change ``dw_i`` over each of K se
 
 with one alpha per segment and per block (WOT-B: the model's top-level blocks) or per
 segment only (WOT-W). The alphas start at 0 (the reference's default), are optimised by
-SGD with momentum (lr 0.1, momentum 0.9, buffer reset every pass) against PGD examples of
+momentum steps (lr 0.1, momentum 0.9, buffer reset every pass) against PGD examples of
 the held-out split for ``alpha_epochs`` passes, and are clamped to [0, 1] after every
-update. Batch-norm statistics are then re-estimated on clean training batches (cumulative
+batch. As the reference's ``update_weights``, each batch takes one momentum step per
+parameter tensor (`alpha_momentum_steps`; ``alpha_step="batch"`` takes one step on the
+summed gradient instead). Batch-norm statistics are then re-estimated on clean training batches (cumulative
 average, as the reference's ``bn_update``), the optimizer's momentum is dropped
 (reference ``--reinitialize 1``), and the next window starts from the refined weights.
 
@@ -58,6 +60,9 @@ class WOTConfig:
     alpha_epochs: int = option(10, "passes over the held-out split to optimise the alphas")
     alpha_lr: float = option(0.1, "learning rate of the alphas")
     alpha_momentum: float = option(0.9, "momentum of the alphas' SGD")
+    alpha_step: str = option("tensor", "tensor: one momentum step of the shared buffer per parameter tensor "
+                             "within each batch (the reference's update_weights); batch: one step per batch "
+                             "on the summed gradient (several times smaller steps)", choices=("tensor", "batch"))
     alpha_mode: str = option("eval", "model mode while optimising the alphas", choices=("eval", "train"))
     batch_size: int = option(128, "held-out batch size for the alpha optimisation")
     eps: float = option(8 / 255, "PGD radius of the held-out attack (pixel units)")
@@ -124,6 +129,23 @@ def alpha_gradient(grads: Mapping[str, torch.Tensor], deltas: Sequence[Mapping[s
         for i, delta in enumerate(deltas):
             out[i, blocks[name]] += (delta[name].double() * grad.double()).sum()
     return out
+
+
+def alpha_momentum_steps(alpha: torch.Tensor, velocity: torch.Tensor, grads: Mapping[str, torch.Tensor],
+                         deltas: Sequence[Mapping[str, torch.Tensor]], blocks: Mapping[str, int], *,
+                         lr: float, momentum: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """One batch of the reference's alpha update (``update_weights`` in TienjinHuang/WOT
+    ``train_cifar.py``): for each parameter tensor p in order and each segment i, the buffer
+    entry of (i, block of p) takes a momentum step with <deltas[i][p], grad[p]> and the alpha
+    moves by ``-lr`` times it, so a block with n tensors moves n times per batch; the alphas
+    are clamped to [0, 1] once, after all tensors. Returns the new (alpha, velocity)."""
+    alpha, velocity = alpha.clone(), velocity.clone()
+    for name, grad in grads.items():
+        b = blocks[name]
+        for i, delta in enumerate(deltas):
+            velocity[i, b] = momentum * velocity[i, b] + (delta[name].double() * grad.double()).sum()
+            alpha[i, b] -= lr * velocity[i, b]
+    return alpha.clamp(0, 1), velocity
 
 
 @torch.no_grad()
@@ -274,7 +296,12 @@ class WOT(Callback):
                     loss = F.cross_entropy(wrapped(adv), y)
                     grads = dict(zip(names, torch.autograd.grad(loss, params, allow_unused=True)))
                     grads = {k: g for k, g in grads.items() if g is not None}
-                    velocity = cfg.alpha_momentum * velocity + alpha_gradient(grads, self.deltas, blocks, num_blocks)
-                    alpha = (alpha - cfg.alpha_lr * velocity).clamp(0, 1)
+                    if cfg.alpha_step == "tensor":
+                        alpha, velocity = alpha_momentum_steps(alpha, velocity, grads, self.deltas, blocks,
+                                                               lr=cfg.alpha_lr, momentum=cfg.alpha_momentum)
+                    else:
+                        velocity = cfg.alpha_momentum * velocity + alpha_gradient(grads, self.deltas, blocks,
+                                                                                  num_blocks)
+                        alpha = (alpha - cfg.alpha_lr * velocity).clamp(0, 1)
                     _load(model, refine(self.w0, self.deltas, alpha, blocks), sparse_weights)
         return alpha

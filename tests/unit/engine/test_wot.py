@@ -182,3 +182,28 @@ def test_state_dict_round_trip_continues_the_same_window():
     assert torch.equal(copy.alpha, callback.alpha)
     for name, value in callback.w0.items():
         assert torch.equal(copy.w0[name], value)
+
+
+def test_alpha_update_takes_one_momentum_step_per_parameter_tensor_as_the_reference():
+    from sparsetrain.engine.wot import alpha_momentum_steps
+    # update_weights of TienjinHuang/WOT, transcribed with plain floats: for each parameter
+    # tensor in order, for each segment j: buf[j][b] = 0.9 buf[j][b] + <delta_j, g>; w[j][b] -= lr buf[j][b];
+    # clamp to [0, 1] after the loop
+    names, blocks = ["a", "b", "c"], {"a": 0, "b": 0, "c": 1}
+    grads = {"a": torch.tensor([1.0, -2.0]), "b": torch.tensor([0.5]), "c": torch.tensor([[3.0]])}
+    deltas = [{"a": torch.tensor([0.1, 0.2]), "b": torch.tensor([-1.0]), "c": torch.tensor([[0.05]])},
+              {"a": torch.tensor([-0.3, 0.0]), "b": torch.tensor([0.4]), "c": torch.tensor([[-0.2]])}]
+    weights = [[0.5, 0.2], [0.1, 0.9]]
+    buf = [[0.2, -0.1], [0.0, 0.3]]
+    for key in names:
+        for j in range(2):
+            inner = float((deltas[j][key] * grads[key]).sum())
+            buf[j][blocks[key]] = buf[j][blocks[key]] * 0.9 + inner
+            weights[j][blocks[key]] = weights[j][blocks[key]] - buf[j][blocks[key]] * 0.1
+    expected = [[min(max(w, 0.0), 1.0) for w in row] for row in weights]
+    alpha, velocity = alpha_momentum_steps(torch.tensor([[0.5, 0.2], [0.1, 0.9]], dtype=torch.float64),
+                                           torch.tensor([[0.2, -0.1], [0.0, 0.3]], dtype=torch.float64),
+                                           grads, deltas, blocks, lr=0.1, momentum=0.9)
+    torch.testing.assert_close(alpha, torch.tensor(expected, dtype=torch.float64))
+    torch.testing.assert_close(velocity, torch.tensor(buf, dtype=torch.float64))
+    assert WOTConfig().alpha_step == "tensor"
