@@ -291,6 +291,9 @@ def cmd_lottery(argv: Sequence[str]) -> int:
                                      "then iterative magnitude pruning with rewinding; prints accuracy per level.")
     parser.add_argument("--config", help="YAML file with a flat mapping of options")
     parser.add_argument("--pools", type=int, help="also run Lottery Pools on the ticket of this level")
+    parser.add_argument("--pools-checkpoint", choices=("best", "last"), default="best",
+                        help="weights of each ticket that Lottery Pools mixes: best validation epoch (as "
+                        "luuyin/Lottery-pools) or last")
     parser.add_argument("--out", default=DEFAULT_OUT, help="run folders and results.db go here")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     group = parser.add_argument_group("lottery options")
@@ -301,7 +304,7 @@ def cmd_lottery(argv: Sequence[str]) -> int:
                                 f"[default: {f.default}]")
     _add_run_flags(parser, "dense")
     args = vars(parser.parse_args(argv))
-    control = {k: args.pop(k) for k in ("config", "pools", "out", "no_progress")}
+    control = {k: args.pop(k) for k in ("config", "pools", "pools_checkpoint", "out", "no_progress")}
     lottery_keys = {f.name for f in dataclasses.fields(LotteryConfig)}
     lottery = from_dict(LotteryConfig, {k: args.pop(k) for k in list(args) if k in lottery_keys},
                         where="lottery option")
@@ -313,7 +316,7 @@ def cmd_lottery(argv: Sequence[str]) -> int:
         experiment = store.links(run_id=rows[-1]["run_id"])[0]["experiment"]
         levels = lottery_levels(store, experiment)
         if control["pools"] is not None:
-            pools = pools_for_level(store, out, levels, control["pools"])
+            pools = pools_for_level(store, out, levels, control["pools"], checkpoint=control["pools_checkpoint"])
             levels.append({**pools, "level": f"{control['pools']}+pools"})
     print(f"\n{experiment}\n" + level_table(levels))
     return 0

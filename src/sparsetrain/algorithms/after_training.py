@@ -28,7 +28,7 @@ from torch import nn
 
 from sparsetrain import criteria
 from sparsetrain.algorithms.base import Sparsifier, SparsityConfig
-from sparsetrain.algorithms.layer_dp import distortion_table, dp_counts, dp_masks, level_counts
+from sparsetrain.algorithms.layer_dp import CURVES, distortion_table, dp_counts, dp_masks, level_counts
 from sparsetrain.algorithms.pruning import apply_masks, distribution_options, masks_from_scores
 from sparsetrain.algorithms.registry import register_method
 from sparsetrain.config import check_range, option
@@ -52,6 +52,9 @@ class PruneConfig(SparsityConfig):
     rounds: int = option(1, "pruning rounds spread evenly over training, each to density ** (r / rounds)")
     dp_levels: int = option(100, "prune-dp: density levels per layer in the distortion table")
     dp_calibration: int = option(1024, "prune-dp: training inputs in the calibration set")
+    dp_curve: str = option("worst", "prune-dp: layer distortion = worst case over calibration samples of the "
+                           "per-sample output MSE (the reference's --worst_case_curve, used by all its published "
+                           "commands) or the mean over samples", choices=CURVES)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -267,9 +270,10 @@ class LAMP(AfterTraining):
 @register_method("prune-dp", help="layer-adaptive densities by DP over output distortion (Xu et al. 2023)")
 class LayerAdaptiveDP(AfterTraining):
     """Xu et al. 2023, "Efficient Joint Optimization of Layer-Adaptive Weight Pruning in Deep
-    Neural Networks", ICCV. Each layer's output-distortion curve (MSE of the network output on
-    the calibration inputs when only that layer is magnitude-pruned, at ``dp_levels`` + 1
-    densities) feeds an exact DP over layers for the densities that minimise the summed
+    Neural Networks", ICCV; reference code Akimoto-Cris/RD_PRUNE. Each layer's output-distortion
+    curve (by default the worst per-sample MSE of the network output over the calibration
+    inputs, as the reference's published ``--worst_case_curve`` commands; ``dp_curve="mean"``
+    for the mean, when only that layer is magnitude-pruned, at ``dp_levels`` + 1 densities) feeds an exact DP over layers for the densities that minimise the summed
     distortion under the active-weight budget (`layer_dp`); each layer then keeps its
     largest |w|. The calibration set is the first ``dp_calibration`` training inputs given to
     `prepare` (the Trainer calls it; in your own loop call ``method.prepare(iter(loader))``)."""
@@ -305,7 +309,7 @@ class LayerAdaptiveDP(AfterTraining):
         params = {w.name: net.get_parameter(w.name) for w in self.weights}
         counts = {w.name: level_counts(w.numel, w.active, self.config.dp_levels) for w in self.weights}
         allowed = {w.name: w.mask.clone() for w in self.weights}
-        table = distortion_table(net, params, self.inputs, counts, allowed)
+        table = distortion_table(net, params, self.inputs, counts, allowed, curve=self.config.dp_curve)
         chosen = dp_counts(table, counts, total)
         return dp_masks({w.name: w.values for w in self.weights}, chosen, total, allowed)
 

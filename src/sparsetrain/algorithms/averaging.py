@@ -19,7 +19,10 @@ from sparsetrain.errors import UserError
 from sparsetrain.sparse import SparseWeight, topk_mask
 
 State = dict[str, torch.Tensor]
-DEFAULT_ALPHAS = tuple(round(0.05 * i, 2) for i in range(1, 20))
+DEFAULT_ALPHAS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+"""The interpolation grid of the Lottery Pools README commands (``--interpolation_value_list``)."""
+FINE_ALPHAS = tuple(round(0.05 * i, 2) for i in range(1, 20))
+"""0.05, 0.10, ..., 0.95: the finer grid used before (19 values)."""
 
 
 def interpolate(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor], alpha: float) -> State:

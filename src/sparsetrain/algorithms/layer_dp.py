@@ -7,8 +7,12 @@ to the sum of the distortions of pruning each alone, so the allocation
     min over (k_1 .. k_L)   sum_l D_l(k_l)   subject to   sum_l k_l <= budget
 
 separates over layers and is solved exactly by a DP over the layers. ``D_l(k)`` is the
-mean squared change of the network's output on a calibration batch when only layer l is
-magnitude-pruned to k active weights (all other layers unchanged).
+change of the network's output on a calibration batch when only layer l is
+magnitude-pruned to k active weights (all other layers unchanged): by default the
+worst case over the calibration samples of the per-sample mean squared output change
+(``--worst_case_curve``, used by every published command of the reference code,
+Akimoto-Cris/RD_PRUNE ``tools/pruners.py`` ``gen_rd_curves``), or, with ``curve="mean"``,
+the mean over all samples and outputs.
 
 Discretisation (the DP is exact on it):
 - each layer is tried at ``levels + 1`` densities j / levels (j = 0 .. levels), i.e.
@@ -35,6 +39,9 @@ from sparsetrain.errors import UserError
 from sparsetrain.sparse import topk_mask
 
 
+CURVES = ("worst", "mean")
+
+
 def level_counts(numel: int, active: int, levels: int) -> list[int]:
     """Active-weight counts tried for one layer: round(j / levels * numel), capped at ``active``."""
     return [min(round(j / levels * numel), active) for j in range(levels + 1)]
@@ -43,13 +50,17 @@ def level_counts(numel: int, active: int, levels: int) -> list[int]:
 @torch.no_grad()
 def distortion_table(model: nn.Module, params: Mapping[str, torch.Tensor], inputs: torch.Tensor,
                      counts: Mapping[str, Sequence[int]],
-                     allowed: Mapping[str, torch.Tensor] | None = None) -> np.ndarray:
-    """``table[l, j]``: MSE of ``model(inputs)`` against the unpruned output when only layer l
-    (the l-th of ``params``) keeps its ``counts[l][j]`` largest-magnitude weights.
+                     allowed: Mapping[str, torch.Tensor] | None = None, curve: str = "worst") -> np.ndarray:
+    """``table[l, j]``: distortion of ``model(inputs)`` against the unpruned output when only
+    layer l (the l-th of ``params``) keeps its ``counts[l][j]`` largest-magnitude weights:
+    ``curve="worst"`` the largest per-sample mean squared change (the reference's
+    ``((Y - Y_hat) ** 2).mean(dim=1).max()``), ``"mean"`` the mean squared change overall.
 
     ``params`` maps names to the weight tensors (modified in place and restored);
     ``allowed`` restricts each layer to its currently active positions.
     """
+    if curve not in CURVES:
+        raise UserError(f"curve must be one of {', '.join(CURVES)}; got {curve!r}")
     was_training = model.training
     model.eval()
     reference = model(inputs).float()
@@ -61,7 +72,8 @@ def distortion_table(model: nn.Module, params: Mapping[str, torch.Tensor], input
             kept = torch.zeros(original.numel(), dtype=torch.bool, device=original.device)
             kept[order[:k]] = True
             weight.copy_(original * kept.view_as(original))
-            table[row, col] = float(((model(inputs).float() - reference) ** 2).mean())
+            squared = (model(inputs).float() - reference) ** 2
+            table[row, col] = float(squared.flatten(1).mean(1).max() if curve == "worst" else squared.mean())
         weight.copy_(original)
         table[row, len(counts[name]):] = np.inf
     model.train(was_training)

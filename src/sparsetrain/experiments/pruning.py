@@ -120,6 +120,28 @@ def rewind_start(lottery: LotteryConfig) -> dict[str, Any]:
     return {"start_epoch": lottery.rewind_epoch} if lottery.rewind == "epoch" else {}
 
 
+BEST_WEIGHTS = "weights_best_val.pt"
+"""In a lottery level's run folder: its weights at the epoch of best validation accuracy."""
+
+
+class SaveBestWeights(Callback):
+    """Saves the model's state_dict to ``path`` whenever validation accuracy beats every
+    earlier epoch (the ``model_SA_best`` checkpoint that Lottery Pools reads in
+    luuyin/Lottery-pools, written by its ``main_imp.py`` when ``val acc > best``)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_eval(self, trainer: Any) -> None:
+        accuracies = [h.get("val_acc", float("nan")) for h in trainer.history]
+        if not accuracies or not math.isfinite(accuracies[-1]):
+            return
+        earlier = [a for a in accuracies[:-1] if math.isfinite(a)]
+        if not earlier or accuracies[-1] > max(earlier) or not self.path.is_file():
+            from sparsetrain.atomic import atomic_torch_save
+            atomic_torch_save({k: v.detach().cpu() for k, v in trainer.model.state_dict().items()}, self.path)
+
+
 def conv_weight_names(model: nn.Module) -> tuple[str, ...]:
     return tuple(f"{name}.weight" for name, m in model.named_modules()
                  if isinstance(m, SPARSIFIABLE_LAYERS) and not isinstance(m, nn.Linear))
@@ -138,6 +160,7 @@ def run_lottery(store: ResultsStore, root: str | Path, values: dict[str, Any], l
     dir0 = RunDir(root, level0.config_hash, level0.experiment.seed)
     rewind_file = dir0.path / f"weights_epoch_{lottery.rewind_epoch}.pt"
     callbacks = [SaveWeightsAt(lottery.rewind_epoch, rewind_file)] if lottery.rewind == "epoch" else []
+    callbacks.append(SaveBestWeights(dir0.path / BEST_WEIGHTS))
     force = lottery.rewind == "epoch" and not rewind_file.is_file()
     log(f"{experiment}: level 0 (dense)")
     rows = [run(level0, root=root, store=store, progress=progress, log=log, callbacks=callbacks, force=force)]
@@ -154,7 +177,8 @@ def run_lottery(store: ResultsStore, root: str | Path, values: dict[str, Any], l
                            "checkpoint": str(checkpoint), "rewind_to": rewind_to, **resume_at},
                           where="lottery")
         log(f"{experiment}: level {level} (density {lottery.density(level):.4g})")
-        rows.append(run(spec, root=root, store=store, progress=progress, log=log))
+        best = SaveBestWeights(RunDir(root, spec.config_hash, spec.experiment.seed).path / BEST_WEIGHTS)
+        rows.append(run(spec, root=root, store=store, progress=progress, log=log, callbacks=[best]))
         store.link(rows[-1]["run_id"], parent_run=previous["run_id"], experiment=experiment, level=level)
     return rows
 
@@ -296,6 +320,7 @@ def run_lottery_chain(store: ResultsStore, root: str | Path, chain: LotteryChain
                 raise RuntimeError(f"lottery level {ticket.level}: planned {ticket.config_hash}, got {spec.config_hash}")
             callbacks = [SaveWeightsAt(lottery.rewind_epoch, rewind_file)] if ticket.level == 0 and \
                 lottery.rewind == "epoch" else []
+            callbacks.append(SaveBestWeights(RunDir(root, ticket.config_hash, ticket.seed).path / BEST_WEIGHTS))
             log(f"{experiment}: level {ticket.level} (density {ticket.density:.4g})")
             rows.append(run(spec, root=root, store=store, progress=progress, log=log, callbacks=callbacks,
                             force=again))
@@ -330,11 +355,24 @@ def has_batch_norm(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
+POOLS_CHECKPOINTS = ("best", "last")
+
+
 def pools_for_level(store: ResultsStore, root: str | Path, levels: list[dict[str, Any]], level: int, *,
-                    search_num: int = 3, log: Callable[[str], None] = print) -> dict[str, Any]:
+                    search_num: int = 3, checkpoint: str = "best", alphas: tuple[float, ...] | None = None,
+                    log: Callable[[str], None] = print) -> dict[str, Any]:
     """Lottery Pools on ticket ``level`` of a lottery experiment (``levels`` from `lottery_levels`):
     interpolate with the ``search_num - 1`` nearest tickets (reference default search_num = 3),
-    store the result as a run (method ``lottery-pools``) linked to the ticket, return its row."""
+    store the result as a run (method ``lottery-pools``) linked to the ticket, return its row.
+
+    As the reference (luuyin/Lottery-pools ``CIFAR/Lottery_pools.py``, which reads each level's
+    ``model_SA_best``), every ticket enters with its weights at its best-validation epoch
+    (``checkpoint="best"``; ``"last"`` takes the final weights), and alpha runs over the README's
+    11 values (`DEFAULT_ALPHAS`) unless ``alphas`` is given."""
+    from sparsetrain.algorithms.averaging import DEFAULT_ALPHAS
+
+    if checkpoint not in POOLS_CHECKPOINTS:
+        raise UserError(f"checkpoint must be one of {', '.join(POOLS_CHECKPOINTS)}; got {checkpoint!r}")
     by_level = {r["level"]: r for r in levels}
     if level not in by_level or level == 0:
         raise UserError(f"level must be one of {', '.join(str(k) for k in sorted(by_level) if k)}; got {level}")
@@ -344,7 +382,7 @@ def pools_for_level(store: ResultsStore, root: str | Path, levels: list[dict[str
     if len(data.val) == 0:
         raise UserError("Lottery Pools needs a validation set; the ticket's run has val_fraction 0")
     ordered = sorted(by_level)
-    states = {k: read_weights(run_dir_of(root, by_level[k]).last_checkpoint) for k in ordered}
+    states = {k: read_weights(_ticket_weights(root, by_level[k], checkpoint)) for k in ordered}
     for k in ordered:  # level 0 (dense) has no masks: take the model's (all ones)
         own = model.state_dict()
         states[k] = {key: states[k].get(key, own[key]) for key in own}
@@ -353,17 +391,32 @@ def pools_for_level(store: ResultsStore, root: str | Path, levels: list[dict[str
     recalibrate = (lambda m: torch.optim.swa_utils.update_bn(train_batches, m)) if has_batch_norm(model) else None
     started = time.time()
     result = lottery_pools(model, weights, states[level], [states[k] for k in neighbours],
-                           lambda m: accuracy(m, data.val), recalibrate)
+                           lambda m: accuracy(m, data.val), recalibrate,
+                           alphas=DEFAULT_ALPHAS if alphas is None else tuple(alphas))
     final = {"val_acc": result.val_acc, "test_acc": accuracy(model, data.test), "ticket_val_acc": result.ticket_val_acc,
              "accepted": [[neighbours[i], a] for i, a in result.accepted]}
     layers = analysis.layer_table(model, data.input_shape)
     final.update(analysis.totals(layers))
-    pools_config = {**config, "method": "lottery-pools", "ticket": ticket["run_id"], "search_num": search_num}
+    pools_config = {**config, "method": "lottery-pools", "ticket": ticket["run_id"], "search_num": search_num,
+                    "pools_checkpoint": checkpoint, "alphas": list(DEFAULT_ALPHAS if alphas is None else alphas)}
     run_id = _store_result(store, root, pools_config, final, layers, time.time() - started, model)
     store.link(run_id, parent_run=ticket["run_id"], experiment=None, level=level)
     log(f"lottery pools on level {level}: val {result.ticket_val_acc:.4f} -> {result.val_acc:.4f}, "
         f"test {final['test_acc']:.4f}, accepted {final['accepted']}")
     return store.get_run(run_id)
+
+
+def _ticket_weights(root: str | Path, record: dict[str, Any], checkpoint: str) -> Path:
+    """The weights file of a lottery level: its best-validation weights, or its last checkpoint."""
+    folder = run_dir_of(root, record)
+    if checkpoint == "last":
+        return folder.last_checkpoint
+    best = folder.path / BEST_WEIGHTS
+    if not best.is_file():
+        raise UserError(f"run {record['run_id']} has no best-validation weights ({BEST_WEIGHTS}; lottery levels "
+                        "trained before they were kept): retrain with --force or use the last weights "
+                        "(--pools-checkpoint last)")
+    return best
 
 
 def _rebuild(record: dict[str, Any]) -> tuple[DatasetSplits, nn.Module, list]:

@@ -65,7 +65,7 @@ def test_distortion_table_is_the_output_mse_when_only_that_layer_is_pruned():
     x = torch.eye(3)
     params = {"0.weight": model[0].weight, "1.weight": model[1].weight}
     counts = {"0.weight": [6, 3, 0], "1.weight": [2, 1, 0]}
-    table = distortion_table(model, params, x, counts)
+    table = distortion_table(model, params, x, counts, curve="mean")
     w0 = model[0].weight.detach().clone()
     w1 = model[1].weight.detach().clone()
     ref = x @ w0.T @ w1.T
@@ -91,3 +91,20 @@ def test_dp_counts_and_masks_spend_the_budget_exactly():
     assert int(masks["a"].sum()) + int(masks["b"].sum()) == 9
     assert masks["a"].tolist() == [False] * 4 + [True] * 6  # 5 largest + the spare one (5.0 > 0.5)
     assert masks["b"].nonzero().flatten().tolist() == [1, 3, 4]
+
+
+def test_worst_case_curve_is_the_largest_per_sample_output_mse_as_rd_prune():
+    # RD_PRUNE gen_rd_curves with --worst_case_curve: ((Y - Y_hat) ** 2).mean(dim=1).max()
+    model = nn.Sequential(nn.Linear(2, 2, bias=False))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[3.0, 1.0], [-2.0, 0.5]]))
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 2.0]])
+    counts = {"0.weight": [4, 2]}
+    worst = distortion_table(model, {"0.weight": model[0].weight}, x, counts)
+    mean = distortion_table(model, {"0.weight": model[0].weight}, x, counts, curve="mean")
+    # at 2 weights the layer keeps 3.0 and -2.0: the outputs lose x1 * [1.0, 0.5]
+    # per-sample squared changes: [0, 0], [1, 0.25], [4, 1] -> per-sample means 0, 0.625, 2.5
+    assert worst[0, 0] == 0 and worst[0, 1] == pytest.approx(2.5)
+    assert mean[0, 1] == pytest.approx((0 + 1 + 0.25 + 4 + 1) / 6)
+    from sparsetrain.algorithms.after_training import PruneConfig
+    assert PruneConfig(density=0.5).dp_curve == "worst"

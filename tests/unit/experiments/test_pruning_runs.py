@@ -7,7 +7,7 @@ import pytest
 from sparsetrain.errors import UserError
 from sparsetrain.experiments import ResultsStore
 from sparsetrain.experiments.pruning import (
-    LotteryConfig, find_run, lottery_levels, pools_for_level, prune_run, run_lottery,
+    BEST_WEIGHTS, LotteryConfig, find_run, lottery_levels, pools_for_level, prune_run, run_dir_of, run_lottery,
 )
 
 BASE = {"model": "cnn1d", "dataset": "mnist1d", "epochs": 1, "batch_size": 32, "device": "cpu",
@@ -49,6 +49,45 @@ def test_lottery_pools_run_is_stored_and_not_worse_on_validation(lottery):
     assert row["final"]["val_acc"] >= row["final"]["ticket_val_acc"]
     assert row["final"]["active_weights"] == rows[2]["final"]["active_weights"]
     assert store.links(parent_run=rows[2]["run_id"])[0]["run_id"] == row["run_id"]
+    # as luuyin/Lottery-pools: each ticket's best-validation weights, the README's 11 alphas
+    assert row["config"]["pools_checkpoint"] == "best"
+    assert row["config"]["alphas"] == [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95]
+    assert all((run_dir_of(root, r).path / BEST_WEIGHTS).is_file() for r in rows)
+
+
+def test_lottery_pools_without_best_weights_is_a_user_error_and_last_works(lottery, tmp_path):
+    import shutil
+
+    root, store, rows = lottery
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    experiment = store.links(run_id=rows[-1]["run_id"])[0]["experiment"]
+    (run_dir_of(copy, rows[1]).path / BEST_WEIGHTS).unlink()
+    with ResultsStore(copy / "results.db") as other:
+        levels = lottery_levels(other, experiment)
+        with pytest.raises(UserError, match="best-validation weights"):
+            pools_for_level(other, copy, levels, 2, log=QUIET["log"])
+        row = pools_for_level(other, copy, levels, 2, checkpoint="last", alphas=(0.5,), log=QUIET["log"])
+    assert row["config"]["pools_checkpoint"] == "last" and row["config"]["alphas"] == [0.5]
+
+
+def test_best_weights_are_saved_only_when_validation_accuracy_beats_every_earlier_epoch(tmp_path):
+    import types
+
+    import torch
+
+    from sparsetrain.experiments.pruning import SaveBestWeights
+    model = torch.nn.Linear(1, 1, bias=False)
+    trainer = types.SimpleNamespace(model=model, history=[])
+    callback = SaveBestWeights(tmp_path / BEST_WEIGHTS)
+    saved = []
+    for epoch, val_acc in enumerate([0.5, 0.7, 0.6, 0.7, 0.65]):  # best: epoch 1 (a tie does not replace it)
+        with torch.no_grad():
+            model.weight.fill_(float(epoch))
+        trainer.history.append({"val_acc": val_acc})
+        callback.on_eval(trainer)
+        saved.append(float(torch.load(tmp_path / BEST_WEIGHTS, weights_only=True)["weight"]))
+    assert saved == [0.0, 1.0, 1.0, 1.0, 1.0]
 
 
 @pytest.mark.parametrize("method", ["global", "dp"])
