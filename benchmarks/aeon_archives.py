@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from method_table import aeon_archives  # noqa: E402
+from method_table import aeon_archives, publish  # noqa: E402
 
 from sparsetrain.data import load  # noqa: E402
 from sparsetrain.errors import UserError  # noqa: E402
@@ -40,10 +40,7 @@ def main(argv: list[str] | None = None) -> int:
                 cells.append("refused: " + str(exc).replace(str(root) + "/", "").replace("|", "/"))
         lines.append(f"| {name} | {cells[0]} | {cells[1]} |")
     lines += ["", "Command: `PYTHONPATH=src python benchmarks/aeon_archives.py --doc docs/ucr_archives.md`", ""]
-    if args.doc:
-        Path(args.doc).write_text("\n".join(lines))
-    print("\n".join(lines))
-    return 0
+    return publish(lines, args.doc)
 
 
 if __name__ == "__main__":

@@ -156,8 +156,13 @@ def main(argv: list[str] | None = None) -> int:
               "`benchmarks/method_table.py`.",
               f"Machine: {platform.machine()}, torch {torch.__version__}, CPU shared with other jobs "
               f"(times are not benchmarks); total {(time.perf_counter() - started_all) / 60:.1f} min.", ""]
-    if args.doc:
-        Path(args.doc).write_text("\n".join(lines))
+    return publish(lines, args.doc)
+
+
+def publish(lines: list[str], doc: str | None) -> int:
+    """Print the markdown ``lines`` and write them to ``doc`` if given; 0 (the exit status)."""
+    if doc:
+        Path(doc).write_text("\n".join(lines))
     print("\n".join(lines))
     return 0
 
