@@ -442,7 +442,7 @@ def cmd_export(argv: Sequence[str]) -> int:
     parser.add_argument("--out", default=DEFAULT_OUT, help="folder holding results.db")
     parser.add_argument("--to", help="destination folder (default: <run folder>/export)")
     args = parser.parse_args(argv)
-    from sparsetrain.backends.export import export_run
+    from sparsetrain.experiments.export import export_run
     with _open_store(args.out) as store:
         record = store.find_run(args.run)
     folder = export_run(record, args.out, args.to)

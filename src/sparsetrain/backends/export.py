@@ -57,22 +57,68 @@ def export_model(model: nn.Module, folder: str | Path, *, model_spec: dict[str, 
 
 
 def read_manifest(folder: str | Path) -> dict[str, Any]:
+    """The manifest of an export folder, checked: a UserError naming the file when it is
+    missing, not JSON, of another format or not shaped as `export_model` writes it."""
     path = Path(folder) / MANIFEST
     if not path.is_file():
         raise UserError(f"{str(path)!r} does not exist; give the folder written by `sparsetrain export`")
-    manifest = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise UserError(f"{str(path)!r} is not a JSON manifest ({type(exc).__name__})") from None
+    if not isinstance(manifest, dict):
+        raise UserError(f"{str(path)!r} must hold a JSON object; it holds a {type(manifest).__name__}")
     if manifest.get("format") != FORMAT:
         raise UserError(f"{str(path)!r} has format {manifest.get('format')!r}; this version reads {FORMAT!r}")
+    problem = _manifest_problem(manifest)
+    if problem:
+        raise UserError(f"{str(path)!r} is damaged: {problem}")
     return manifest
+
+
+def _manifest_problem(manifest: dict[str, Any]) -> str | None:
+    """What is wrong with the fields `load_exported` reads, or None."""
+    spec = manifest.get("model")
+    if spec is not None:
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+            return "'model' must be null or an object with a string 'name'"
+        if not isinstance(spec.get("options") or {}, dict):
+            return "'model.options' must be an object"
+    layers = manifest.get("layers")
+    if not isinstance(layers, list) or not layers:
+        return "'layers' must be a non-empty list"
+    for i, entry in enumerate(layers):
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or not entry["name"]:
+            return f"layer {i} must be an object with a non-empty string 'name'"
+        nnz = entry.get("nnz")
+        if isinstance(nnz, bool) or not isinstance(nnz, int) or nnz < 0:
+            return f"layer {entry['name']!r} must give 'nnz' as a whole number >= 0"
+    return None
+
+
+def read_tensors(path: str | Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file; a damaged file is a UserError naming it."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{str(path)!r} does not exist; give the folder written by `sparsetrain export`")
+    try:
+        return load_file(str(path), device=str(device))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise UserError(f"{str(path)!r} is not a readable safetensors file: {reason}") from None
 
 
 def load_exported(folder: str | Path, model: nn.Module | None = None,
                   map_location: str | torch.device = "cpu") -> nn.Module:
     """The exported model, in eval mode. Pass ``model`` (the dense architecture) when the
-    export did not record a registered model."""
-    from safetensors.torch import load_file
-
+    export did not record a registered model. Every file is checked (manifest fields, tensor
+    names, shapes and dtypes, each sparse layer's CSR structure) before a kernel uses it; a
+    damaged one is a UserError naming the file."""
     manifest = read_manifest(folder)
+    tensors_path = Path(folder) / TENSORS
     if model is None:
         spec = manifest.get("model")
         if not spec:
@@ -81,50 +127,62 @@ def load_exported(folder: str | Path, model: nn.Module | None = None,
         options = dict(spec.get("options") or {})
         if "input_shape" in options:
             options["input_shape"] = tuple(options["input_shape"])
-        model = create(spec["name"], **options)
-    to_sparse(model, None, [e["name"] for e in manifest["layers"]])
-    model.load_state_dict(load_file(str(Path(folder) / TENSORS), device=str(map_location)))
+        try:
+            model = create(spec["name"], **options)
+        except UserError as exc:
+            raise UserError(f"{str(Path(folder) / MANIFEST)!r} names a model that cannot be built: {exc}") from None
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise UserError(f"{str(Path(folder) / MANIFEST)!r} names a model that cannot be built: "
+                            f"{(str(exc).splitlines() or [''])[0][:200]}") from None
+    names = [e["name"] for e in manifest["layers"]]
+    try:
+        to_sparse(model, None, names)
+    except (UserError, AttributeError, KeyError, ValueError, TypeError) as exc:
+        raise UserError(f"{str(Path(folder) / MANIFEST)!r} lists layers the model does not have as "
+                        f"Linear/Conv layers ({names[0]!r} ...): {exc}") from None
+    tensors = read_tensors(tensors_path, map_location)
+    for entry in manifest["layers"]:
+        values = tensors.get(entry["name"] + ".values")
+        if values is not None and values.numel() != entry["nnz"]:
+            raise UserError(f"{str(tensors_path)!r} holds {values.numel()} values for layer "
+                            f"{entry['name']!r}, but {str(Path(folder) / MANIFEST)!r} says {entry['nnz']}")
+    load_state(model, tensors, tensors_path)
     return model.to(map_location).eval()
 
 
-def sparse_model_from_state(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
+def load_state(model: nn.Module, state: dict[str, Any], path: str | Path) -> None:
+    """``model.load_state_dict(state)`` (strict), turning any mismatch or damaged sparse layer
+    into a UserError naming ``path``, the file the state came from."""
+    try:
+        model.load_state_dict(state)
+    except UserError as exc:
+        raise UserError(f"{str(path)!r} is damaged: {exc}") from None
+    except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise UserError(f"{str(path)!r} does not match the model: {reason}") from None
+
+
+def sparse_model_from_state(model: nn.Module, state: dict[str, torch.Tensor],
+                            path: str | Path = "the checkpoint") -> nn.Module:
     """Load a training checkpoint's model state (masked or sparse backend) into the dense
-    ``model`` and return it with sparse layers."""
+    ``model`` and return it with sparse layers; ``path`` (the file) names it in errors."""
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise UserError(f"{str(path)!r} is damaged: its model state is not a mapping of names to tensors")
     state = dict(state)
-    for key, value in state.items():
-        if key.endswith("weight_mask"):
-            module_name = key[: -len(".weight_mask")] if "." in key else ""
-            module = model.get_submodule(module_name)
-            module.register_buffer("weight_mask", torch.zeros_like(value))
-    sparse_names = [k[: -len(".values")] for k in state if k.endswith(".values")]
-    if sparse_names:
-        to_sparse(model, None, sparse_names)
-    model.load_state_dict(state)
+    try:
+        for key, value in state.items():
+            if key.endswith("weight_mask"):
+                module_name = key[: -len(".weight_mask")] if "." in key else ""
+                module = model.get_submodule(module_name)
+                if tuple(value.shape) != tuple(module.weight.shape):
+                    raise ValueError(f"{key} has shape {tuple(value.shape)}, the weight {tuple(module.weight.shape)}")
+                module.register_buffer("weight_mask", torch.zeros_like(value))
+        sparse_names = [k[: -len(".values")] for k in state if k.endswith(".values")]
+        if sparse_names:
+            to_sparse(model, None, sparse_names)
+    except (UserError, AttributeError, KeyError, ValueError, TypeError) as exc:
+        raise UserError(f"{str(path)!r} does not match the model: {exc}") from None
+    load_state(model, state, path)
     to_sparse(model)  # the masked layers
     return model
-
-
-def export_run(record: dict[str, Any], root: str | Path, to: str | Path | None = None) -> Path:
-    """Export the run of store row ``record`` (under results folder ``root``) from its last
-    checkpoint; returns the folder written (default ``<run folder>/export``)."""
-    from sparsetrain.data import load
-    from sparsetrain.engine.checkpoint import load_checkpoint
-    from sparsetrain.experiments.rundir import RunDir
-    from sparsetrain.models import create
-
-    config = record["config"]
-    run_dir = RunDir(root, record["config_hash"], record["seed"])
-    if not run_dir.last_checkpoint.is_file():
-        raise UserError(f"run {record['run_id']} has no checkpoint at {str(run_dir.last_checkpoint)!r}")
-    data = load(config["dataset"], seed=config["seed"], val_fraction=config["val_fraction"],
-                data_dir=config.get("data_dir"), **(config.get("dataset_options") or {}))
-    options = {"input_shape": tuple(data.input_shape), "num_classes": data.num_classes,
-               **(config.get("model_options") or {})}
-    model = create(config["model"], **options)
-    state = load_checkpoint(run_dir.last_checkpoint)["model"]
-    model = sparse_model_from_state(model, state)
-    if not any(isinstance(m, SparseLayer) for m in model.modules()):
-        raise UserError(f"run {record['run_id']} trained a dense model (method {config.get('method')!r}); "
-                        "nothing sparse to export")
-    return export_model(model, Path(to) if to else run_dir.path / "export",
-                        model_spec={"name": config["model"], "options": options})

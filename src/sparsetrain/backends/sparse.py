@@ -269,6 +269,9 @@ class SparseLayer:
         return dense.view(self.weight_shape)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001
+        # checked before anything is copied: the numba kernels trust the CSR structure
+        check_csr(prefix.rstrip(".") or "the model", self.rows, self.cols, state_dict.get(prefix + "values"),
+                  state_dict.get(prefix + "indptr"), state_dict.get(prefix + "indices"))
         # the number of active weights may differ from the current one (e.g. MEST)
         values, indices = state_dict.get(prefix + "values"), state_dict.get(prefix + "indices")
         if values is not None and values.shape != self.values.shape:
@@ -277,6 +280,48 @@ class SparseLayer:
             self.indices = self.indices.new_empty(indices.shape)
         self._mask = self._inference_weight = None
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+def check_csr(layer: str, rows: int, cols: int, values: Any, indptr: Any, indices: Any) -> None:
+    """Raise a UserError naming ``layer`` unless (values, indptr, indices) is the CSR of a
+    (rows, cols) weight as the sparse layers write it: 1-d floating ``values``, int32
+    ``indptr`` of rows + 1 entries from 0 rising to nnz, int32 ``indices`` as many as the values,
+    each in [0, cols) and strictly increasing within its row. The numba kernels index memory
+    with these numbers unchecked, so a damaged file must never reach them."""
+    parts = {"values": values, "indptr": indptr, "indices": indices}
+    missing = [k for k, v in parts.items() if v is None]
+    if missing:
+        raise UserError(f"sparse layer {layer} has no {missing[0]}")
+    for key, value in parts.items():
+        if not isinstance(value, torch.Tensor):
+            raise UserError(f"sparse layer {layer}: {key} is a {type(value).__name__}, not a tensor")
+        if value.dim() != 1:
+            raise UserError(f"sparse layer {layer}: {key} has shape {tuple(value.shape)}; it must be 1-d")
+    if not values.is_floating_point():
+        raise UserError(f"sparse layer {layer}: values have dtype {values.dtype}; a floating type is needed")
+    for key in ("indptr", "indices"):
+        if parts[key].dtype != torch.int32:
+            raise UserError(f"sparse layer {layer}: {key} have dtype {parts[key].dtype}; torch.int32 is needed")
+    nnz = values.numel()
+    if indices.numel() != nnz:
+        raise UserError(f"sparse layer {layer}: {indices.numel()} indices for {nnz} values; they must match")
+    if indptr.numel() != rows + 1:
+        raise UserError(f"sparse layer {layer}: indptr has {indptr.numel()} entries; the layer has "
+                        f"{rows} rows, so {rows + 1} are needed")
+    ptr = indptr.long()
+    if int(ptr[0]) != 0 or int(ptr[-1]) != nnz or bool((ptr[1:] < ptr[:-1]).any()):
+        raise UserError(f"sparse layer {layer}: indptr must rise from 0 to {nnz} (the number of values) "
+                        "without decreasing")
+    if nnz:
+        low, high = int(indices.min()), int(indices.max())
+        if low < 0 or high >= cols:
+            bad = low if low < 0 else high
+            raise UserError(f"sparse layer {layer}: column index {bad} is outside 0..{cols - 1}")
+        row_start = torch.zeros(nnz, dtype=torch.bool, device=indices.device)
+        row_start[ptr[:-1][ptr[:-1] < nnz]] = True
+        rising = indices[1:] > indices[:-1]
+        if not bool((rising | row_start[1:]).all()):
+            raise UserError(f"sparse layer {layer}: column indices must rise strictly within each row")
 
 
 def _rebuilds_on_cpu(device: torch.device) -> bool:

@@ -15,11 +15,12 @@ from torch import nn
 from sparsetrain.algorithms import Method, create
 from sparsetrain.data import DatasetSplits, TensorData, batches
 from sparsetrain.engine.augment import Augment
-from sparsetrain.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from sparsetrain.engine.checkpoint import (check_optimizer_state, damaged_checkpoint, load_checkpoint, rng_state,
+                                          save_checkpoint, set_rng_state)
 from sparsetrain.engine.config import TrainConfig
 from sparsetrain.engine.events import Callback, Event
 from sparsetrain.engine.optim import make_optimizer, make_scheduler
-from sparsetrain.errors import DivergedError
+from sparsetrain.errors import DivergedError, UserError
 from sparsetrain.sparse import generator
 
 
@@ -174,11 +175,20 @@ class Trainer:
         save_checkpoint(self.state_dict(), path)
 
     def load(self, path: str | Path) -> None:
+        """Continue from the checkpoint at ``path``; a damaged or foreign checkpoint is a
+        UserError naming the file (checked before any kernel sees its sparse layers)."""
         state = load_checkpoint(path, map_location=self.device)
-        self.model.load_state_dict(state["model"])
-        self.method.load_state_dict(state["method"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        set_rng_state({k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in state["rng"].items()})
-        self.history = list(state["history"])
-        self.epoch = int(state["epoch"])
+        try:
+            self.model.load_state_dict(state["model"])
+            self.method.load_state_dict(state["method"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            check_optimizer_state(self.optimizer)
+            self.scheduler.load_state_dict(state["scheduler"])
+            set_rng_state({k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in state["rng"].items()})
+            self.history = list(state["history"])
+            self.epoch = int(state["epoch"])
+        except Exception as exc:  # any damage: a KeyError, a size mismatch, bad CSR, a wrong type
+            raise damaged_checkpoint(path, exc) from None
+        if not 0 <= self.epoch <= self.config.epochs or len(self.history) != self.epoch:
+            raise UserError(f"checkpoint {str(path)!r} is damaged: it is at epoch {self.epoch} with "
+                            f"{len(self.history)} epochs of history (this run has {self.config.epochs})")

@@ -4,19 +4,31 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from sparsetrain.atomic import atomic_write_text
+from sparsetrain.errors import UserError
 from sparsetrain.experiments.store import finite, json_default, to_json
+
+
+FOLDER_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+"""What a config hash (a run folder name) may be: no separators, no dots, so no ``../``."""
 
 
 class RunDir:
     """Paths and small files of the run with config hash ``config_hash`` and seed ``seed``."""
 
     def __init__(self, root: str | os.PathLike[str], config_hash: str, seed: int) -> None:
+        # both may come from stored text (a store row): never let them climb out of root
+        if not isinstance(config_hash, str) or not FOLDER_NAME.fullmatch(config_hash):
+            raise UserError(f"config hash {config_hash!r} is not a run folder name (letters, digits, "
+                            "'-' and '_' only); the results store may be damaged")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise UserError(f"seed {seed!r} is not a whole number; the results store may be damaged")
         self.root = Path(root)
         self.config_hash = config_hash
         self.seed = int(seed)

@@ -52,7 +52,14 @@ class RetiredSet:
         return torch.from_numpy(bit_positions(self._words, self._count))
 
     def set(self, positions: torch.Tensor) -> None:
-        """Replace the set by ``positions`` (ascending, distinct)."""
+        """Replace the set by ``positions`` (ascending, distinct, in [0, numel)); anything else
+        (e.g. from a damaged checkpoint) is a ValueError, since the kernels index with them."""
+        if not isinstance(positions, torch.Tensor) or positions.dim() != 1 or \
+                positions.dtype not in (torch.int32, torch.int64):
+            raise ValueError("retired positions must be a 1-d integer tensor")
+        if positions.numel() and (int(positions.min()) < 0 or int(positions.max()) >= self.numel
+                                  or bool((positions[1:] <= positions[:-1]).any())):
+            raise ValueError(f"retired positions must be distinct, ascending and in 0..{self.numel - 1}")
         values = positions.cpu().numpy()
         self._list, self._words = values.astype(np.int32 if self.numel < 2**31 else np.int64), None
         self._count = len(values)
