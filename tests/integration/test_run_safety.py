@@ -45,6 +45,15 @@ def _stop_after_first_epoch(monkeypatch, exc):
     return original
 
 
+def _interrupted_run(out, monkeypatch):
+    """Train the SET run into ``out``, stopped by Ctrl-C after epoch 1; returns its arguments."""
+    args = [*SET, "--out", str(out), *FAST]
+    original = _stop_after_first_epoch(monkeypatch, KeyboardInterrupt())
+    assert main(args) == 130
+    monkeypatch.setattr(trainer_module.Trainer, "save", original)
+    return args
+
+
 def test_a_second_process_skips_a_run_another_one_holds(tmp_path, capsys):
     out = tmp_path / "runs"
     args = ["train", "--method", "dense", "--out", str(out), *ONE_EPOCH]
@@ -91,10 +100,7 @@ def test_sigterm_marks_the_run_interrupted_and_train_resumes_by_default(tmp_path
 
 def test_restart_starts_over_instead_of_resuming(tmp_path, capsys, monkeypatch):
     out = tmp_path / "runs"
-    args = [*SET, "--out", str(out), *FAST]
-    original = _stop_after_first_epoch(monkeypatch, KeyboardInterrupt())
-    assert main(args) == 130
-    monkeypatch.setattr(trainer_module.Trainer, "save", original)
+    args = _interrupted_run(out, monkeypatch)
     capsys.readouterr()
     epochs_run = []
     monkeypatch.setattr(trainer_module.Trainer, "train_epoch",
@@ -125,10 +131,7 @@ def test_a_failed_force_retry_keeps_the_finished_result(tmp_path, monkeypatch):
 
 def test_a_damaged_checkpoint_stops_resume_and_export_with_exit_2(tmp_path, capsys, monkeypatch):
     out = tmp_path / "runs"
-    args = [*SET, "--out", str(out), *FAST]
-    original = _stop_after_first_epoch(monkeypatch, KeyboardInterrupt())
-    assert main(args) == 130
-    monkeypatch.setattr(trainer_module.Trainer, "save", original)
+    args = _interrupted_run(out, monkeypatch)
     (run_id, _, _), = _rows(out)
     path = out / run_id / "checkpoints" / "last.pt"
     state = torch.load(path, weights_only=True)
