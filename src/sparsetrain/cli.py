@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import signal
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -21,7 +22,7 @@ from sparsetrain.algorithms import METHODS
 from sparsetrain.criteria import CRITERIA
 from sparsetrain.data import DATASETS
 from sparsetrain.distributions import DISTRIBUTIONS
-from sparsetrain.errors import RunHeldError, UserError
+from sparsetrain.errors import RunHeldError, SparsetrainWarning, UserError
 from sparsetrain.experiments import ExperimentConfig, ResultsStore, build_spec, run
 from sparsetrain.experiments.spec import config_fields
 from sparsetrain.models import MODELS
@@ -455,8 +456,20 @@ COMMANDS = {"train": cmd_train, "quickstart": cmd_quickstart, "list": cmd_list,
             "soup": cmd_soup, "bench": cmd_bench, "export": cmd_export}
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    """Our own warnings print as one line on stderr; others keep Python's format."""
+    if issubclass(category, SparsetrainWarning):
+        print(f"sparsetrain: warning: {message}", file=sys.stderr)
+    else:
+        _python_showwarning(message, category, filename, lineno, file, line)
+
+
+_python_showwarning = warnings.showwarning
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    warnings.showwarning = _show_warning
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         usage = "usage: sparsetrain {" + ",".join(COMMANDS) + "} ...  (sparsetrain COMMAND --help)"
         if argv and argv[0] not in ("-h", "--help"):

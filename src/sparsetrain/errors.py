@@ -15,3 +15,7 @@ class DivergedError(UserError):
 
 class RunHeldError(UserError):
     """Another process holds the lock of this run (it is training it right now)."""
+
+
+class SparsetrainWarning(UserWarning):
+    """Something a user should change although the run can go on (the CLI prints one line)."""

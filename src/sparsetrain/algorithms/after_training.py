@@ -55,6 +55,8 @@ class PruneConfig(SparsityConfig):
     dp_curve: str = option("worst", "prune-dp: layer distortion = worst case over calibration samples of the "
                            "per-sample output MSE (the reference's --worst_case_curve, used by all its published "
                            "commands) or the mean over samples", choices=CURVES)
+    sparse_init: str = option("none", "pruning after training keeps the trained (or rewound) weights as they are",
+                              choices=("none",))
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Iterable
 
@@ -22,7 +23,8 @@ from torch import nn
 
 from sparsetrain.config import check_range, from_dict, option, validate_choices
 from sparsetrain.distributions import allocate
-from sparsetrain.errors import UserError
+from sparsetrain.errors import SparsetrainWarning, UserError
+from sparsetrain.sparse.initialization import SPARSE_INITS, init_scale
 from sparsetrain.sparse.retired import RetiredSet
 from sparsetrain.sparse import (
     BACKENDS, SparseWeight, attach, choose_weights, generator, random_scores, topk_mask,
@@ -230,6 +232,10 @@ class SparsityConfig(MethodConfig):
     backend: str = option("masked", "how sparse weights are stored (see `sparsetrain list`)")
     fuse_activations: bool = option(False, "backend=sparse: fold each ReLU that follows a sparse Linear "
                                            "in an nn.Sequential into the layer's kernel (same results, faster)")
+    sparse_init: str = option("layer", "rescale the initial weights to the sparse fan-in once the first mask is "
+                              "set: layer = x 1/sqrt(layer density), unit = per output unit by its active "
+                              "fan-in (RigL's sparse initializers, rigl-torch), none = the model's dense init",
+                              choices=SPARSE_INITS)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -282,6 +288,7 @@ class Sparsifier(Method):
         """Per layer, the flat positions that were active after some topology change but are not
         now (the ITOP map is these plus the active weights; a static run keeps none)."""
         self.init_masks()
+        self.scale_initial_weights()
 
     def before_attach(self, names: list[str]) -> None:
         """Runs while the model still has its plain dense layers, before the backend wraps the
@@ -325,6 +332,19 @@ class Sparsifier(Method):
                 w.set_mask(topk_mask(scores, self.targets[w.name]))
             else:
                 w.set_mask(torch.cat([topk_mask(block, k) for block, k in zip(scores.chunk(len(parts)), parts)]))
+
+    @torch.no_grad()
+    def scale_initial_weights(self) -> None:
+        """Sparse-aware initialization (``sparse_init``, see `sparsetrain.sparse.initialization`):
+        rescale each layer's initial weights to the fan-in its first mask leaves it. Called once
+        the first mask is final (after `init_masks`; pruning at initialization, after `prepare`)."""
+        mode = self.config.sparse_init
+        if mode == "none":
+            return
+        for w in self.weights:
+            scale = init_scale(w.mask, mode)
+            if bool((scale != 1).any()):
+                w.load_dense(w.values * scale.to(w.values.device))
 
     def step(self) -> None:
         for w in self.weights:
@@ -393,3 +413,15 @@ class Sparsifier(Method):
                 self.retired[name].set(value)
         elif "ever_active" in state:
             self.ever_active = state["ever_active"]
+
+
+def warn_few_updates(method: str, what: str, count: int, interval: int, last: int, total: int,
+                     end_option: str) -> None:
+    """Warn (`SparsetrainWarning`) when a schedule gives a run of ``total`` steps at most one
+    update (every ``interval`` steps up to step ``last``), naming the options that add more."""
+    if count > 1:
+        return
+    what += "" if count == 1 else "s"
+    warnings.warn(f"{method}: {count} {what} in this run (one every {interval} optimizer steps until "
+                  f"step {last} of {total}); lower update_interval, raise {end_option} or train for "
+                  "more epochs", SparsetrainWarning, stacklevel=3)

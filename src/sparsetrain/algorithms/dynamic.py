@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from sparsetrain.algorithms.base import Sparsifier, SparsityConfig
+from sparsetrain.algorithms.base import Sparsifier, SparsityConfig, warn_few_updates
 from sparsetrain.config import check_range, option
 from sparsetrain.schedules import ANNEALING, DecaySchedule, UpdateSchedule
 from sparsetrain.errors import UserError
@@ -90,6 +90,8 @@ class DynamicSparsifier(Sparsifier):
         self.schedule = UpdateSchedule(interval=interval, stop=self.stop_step)
         self.drop_schedule = DecaySchedule(cfg.drop_fraction, self.stop_step, cfg.anneal, cfg.anneal_floor)
         self._arm_dense_grads()
+        warn_few_updates(self.name, "topology update", self.schedule.stop // interval, interval,
+                         self.stop_step, self.total_steps, "stop_fraction")
 
     # --- what a method overrides -------------------------------------------------------
     def drop_scores(self, weight: SparseWeight, grad: torch.Tensor | None,

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from sparsetrain.algorithms.base import Sparsifier, SparsityConfig
+from sparsetrain.algorithms.base import Sparsifier, SparsityConfig, warn_few_updates
 from sparsetrain.algorithms.pruning import (
     ALLOCATIONS, allocation_counts, apply_masks, distribution_options, select_masks,
 )
@@ -68,6 +68,8 @@ class GradualPruning:
             raise UserError(f"{self.name}: update_interval ({interval} steps) leaves no pruning step "
                             f"between start ({start}) and the end of training ({self.total_steps})")
         rounds = max(1, (end - start) // interval)
+        warn_few_updates(self.name, "pruning step", rounds, interval, start + rounds * interval,
+                         self.total_steps, "end_fraction")
         return CubicSchedule(cfg.initial_density, cfg.density, start, interval, rounds)
 
     def init_masks(self) -> None:

@@ -81,9 +81,11 @@ class PrunesBeforeTraining:
             w.set_mask(torch.ones_like(w.mask))
 
     def _finish_prepare(self) -> None:
-        """Call at the end of `prepare`: the masks now are the targets and the ITOP map."""
+        """Call at the end of `prepare`: the masks now are the targets and the ITOP map, and the
+        initial weights are rescaled to them (``sparse_init``)."""
         self.targets = {w.name: w.active for w in self.weights}
         self.ever_active = {w.name: w.mask.clone() for w in self.weights}
+        self.scale_initial_weights()  # the weights are still the initial ones; the mask is now final
         self.prepared = True
 
     def step(self) -> None:
