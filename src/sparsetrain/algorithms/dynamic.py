@@ -90,10 +90,14 @@ class DynamicSparsifier(Sparsifier):
         self.schedule = UpdateSchedule(interval=interval, stop=self.stop_step)
         self.drop_schedule = DecaySchedule(cfg.drop_fraction, self.stop_step, cfg.anneal, cfg.anneal_floor)
         self._arm_dense_grads()
-        warn_few_updates(self.name, "topology update", self.schedule.stop // interval, interval,
+        warn_few_updates(self.name, "topology update", self.scheduled_updates(), interval,
                          self.stop_step, self.total_steps, "stop_fraction")
 
     # --- what a method overrides -------------------------------------------------------
+    def scheduled_updates(self) -> int:
+        """How many topology updates the schedule gives the whole run."""
+        return self.schedule.stop // self.schedule.interval
+
     def drop_scores(self, weight: SparseWeight, grad: torch.Tensor | None,
                     active: torch.Tensor) -> torch.Tensor:
         """One score per active weight, in the order of ``active`` (its ascending flat positions,

@@ -67,6 +67,9 @@ class MEST(DynamicSparsifier):
         super().__init__(model, optimizer, **kwargs)
         self.update_topology({})  # the reference mutates at epoch 0 too
 
+    def scheduled_updates(self) -> int:
+        return super().scheduled_updates() + 1  # and the one at the start
+
     @property
     def needs_dense_grad(self) -> bool:  # type: ignore[override]
         return self.config.grad_coeff > 0

@@ -17,13 +17,22 @@ def _make(method, **options):
     return create(method, model, torch.optim.SGD(model.parameters(), lr=0.1), density=0.5, **options)
 
 
-@pytest.mark.parametrize("method", ["set", "rigl", "mest"])
+@pytest.mark.parametrize("method", ["set", "rigl"])
 @pytest.mark.parametrize("total, count", [(110, 0), (200, 1)])
 def test_dynamic_methods_warn_with_zero_or_one_update(method, total, count):
     # updates every 100 steps until int(0.75 * total): 82 -> none, 150 -> one (step 100)
     with pytest.warns(SparsetrainWarning, match=rf"{method}: {count} topology updates? .*every 100 optimizer "
                       rf"steps until step {int(0.75 * total)} of {total}\).*update_interval.*stop_fraction.*epochs"):
         _make(method, total_steps=total, update_interval=100, stop_fraction=0.75)
+
+
+def test_mest_counts_its_mutation_at_the_start():
+    mest = dict(update_interval=100, interval_unit="steps", stop_fraction=0.75, dense_first=False, dense_last=False)
+    with pytest.warns(SparsetrainWarning, match=r"mest: 1 topology update in this run"):
+        _make("mest", total_steps=110, **mest)  # the start, and none on the schedule
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SparsetrainWarning)
+        _make("mest", total_steps=200, **mest)  # the start and step 100
 
 
 @pytest.mark.parametrize("method", ["set", "rigl"])
