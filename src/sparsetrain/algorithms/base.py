@@ -341,8 +341,12 @@ class Sparsifier(Method):
         mode = self.config.sparse_init
         if mode == "none":
             return
+        kinds = {c.name: c.kind for c in self.selection.chosen}
         for w in self.weights:
-            scale = init_scale(w.mask, mode)
+            kind = kinds.get(w.name)
+            if kind is not None and kind.name == "embedding":  # a lookup: no fan-in to correct
+                continue
+            scale = init_scale(w.mask, mode, kind.fan_in_dim if kind is not None else 1)
             if bool((scale != 1).any()):
                 w.load_dense(w.values * scale.to(w.values.device))
 

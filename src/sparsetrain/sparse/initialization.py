@@ -17,6 +17,8 @@ uniform or normal, keeps its shape):
   unit's own number of active inputs (rigl ``unit_scaled_init`` in ``fanin`` mode; rigl-torch
   ``sparse_kaiming_*`` / ``sparse_torch_init``, which read the fan-in of each neuron from the
   mask). A unit with no active input is left as it is.
+
+An embedding is a lookup, not a sum over inputs: its weights are never rescaled.
 """
 
 from __future__ import annotations
@@ -26,9 +28,13 @@ import torch
 SPARSE_INITS = ("none", "layer", "unit")
 
 
-def init_scale(mask: torch.Tensor, mode: str) -> torch.Tensor:
+def init_scale(mask: torch.Tensor, mode: str, fan_in_dim: int = 1) -> torch.Tensor:
     """The factor (broadcastable to ``mask``'s shape) that rescales a dense-initialized weight
-    with active set ``mask`` (bool, output units along dim 0) for sparse-aware init ``mode``."""
+    with active set ``mask`` (bool) for sparse-aware init ``mode``. ``fan_in_dim`` is the
+    weight's input dimension: 1 for (out, in, *kernel) layers, 0 for a weight stored
+    (in, out) such as transformers' ``Conv1D``."""
+    if mode == "unit" and fan_in_dim == 0:
+        return init_scale(mask.transpose(0, 1), mode).transpose(0, 1)
     if mode == "none" or mask.numel() == 0:
         return torch.ones((), device=mask.device)
     if mode == "layer":

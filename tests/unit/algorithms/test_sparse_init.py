@@ -83,3 +83,18 @@ def test_pruning_at_init_scales_after_the_prune_not_before():
 def test_pruning_after_training_never_rescales_trained_weights():
     with pytest.raises(ConfigError, match="sparse_init"):
         create("prune-global", nn.Linear(4, 4), None, density=0.5, sparse_init="layer")
+
+
+def test_unit_scale_of_a_weight_stored_in_out_reads_fan_in_along_dim_0():
+    # transformers' Conv1D stores (in, out): output units are the columns of MASK.T
+    assert torch.equal(init_scale(MASK.T, "unit", fan_in_dim=0).reshape(-1), torch.tensor([2.0, 1.0, 1.0]))
+
+
+def test_embeddings_are_lookups_and_keep_their_initialization():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(10, 4), nn.Flatten(), nn.Linear(8, 3))
+    before = [model[0].weight.detach().clone(), model[2].weight.detach().clone()]
+    method = create("static", model, None, density=0.5, distribution="uniform", layer_types=("embedding",))
+    table, linear = method.weights
+    assert table.active == 20 and torch.equal(table.values, before[0] * table.mask)
+    assert torch.allclose(linear.values, before[1] * linear.mask * 2 ** 0.5)
