@@ -37,7 +37,8 @@ def _invalid_json(db_path):
 def test_a_diverging_run_stops_with_exit_2_and_is_stored_as_diverged(tmp_path, capsys, flags):
     out = tmp_path / "runs"
     assert main(["train", *flags, "--out", str(out), *FAST]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    err = [line for line in capsys.readouterr().err.strip().splitlines()
+           if not line.startswith("sparsetrain: warning:")]  # e.g. a schedule too short for any update
     assert len(err) == 1 and err[0].startswith("sparsetrain: error: training diverged")
     assert "epoch 1" in err[0] and "lr=1e+06" in err[0]
     assert "Traceback" not in err[0]
