@@ -37,18 +37,19 @@ def aeon_archives() -> str:
     return str(Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data")
 
 
-def _ucr_rows(name: str, train_size: int, epochs: int) -> list[tuple[str, dict]]:
+def _ucr_rows(name: str, train_size: int, epochs: int, density: float = 0.2) -> list[tuple[str, dict]]:
     """DSN against the same network dense and with RigL at DSN's overall density in its wide kernels
-    (0.2 inside regions of 13/26/39 of 39 taps = 0.2 * 2/3), the reference's optimizer and batch size."""
+    (``density`` inside regions of 13/26/39 of 39 taps = density * 2/3; 0.2 for UCR, 0.1 for UEA), the
+    reference's optimizer and batch size."""
     base = {"model": "dsn", "dataset": "ucr", "dataset_options": {"name": name}, "val_fraction": 0.0,
             "epochs": epochs, "batch_size": max(int(min(train_size / 10, 16)), 2), "optimizer": "adam",
             "lr": 3e-4, "momentum": 0.9, "weight_decay": 0.0, "lr_schedule": "cosine", "device": "cpu"}
     steps = -(-train_size // base["batch_size"])
     return [(f"{name}: dense", {**base, "method": "dense"}),
-            (f"{name}: RigL, density 0.1333 in the wide kernels", {
-                **base, "method": "rigl", "density": round(0.2 * 2 / 3, 4), "include": ("blocks.*.conv.weight",),
+            (f"{name}: RigL, density {round(density * 2 / 3, 4)} in the wide kernels", {
+                **base, "method": "rigl", "density": round(density * 2 / 3, 4), "include": ("blocks.*.conv.weight",),
                 "distribution": "uniform", "update_interval": 5 * steps, "drop_fraction": 0.5, "stop_fraction": 0.8}),
-            (f"{name}: DSN, density 0.2 in regions (defaults)", {**base, "method": "dsn"})]
+            (f"{name}: DSN, density {density} in regions", {**base, "method": "dsn", "density": density})]
 
 
 SUITES: dict[str, dict] = {
@@ -116,6 +117,11 @@ if importlib.util.find_spec("aeon") is not None:
     SUITES["dsn"] = {
         "title": "DSN on UCR archives shipped inside aeon (GunPoint, ItalyPowerDemand), dsn network (width 47, depth 4, kernel 39)",
         "rows": _ucr_rows("GunPoint", 50, 40) + _ucr_rows("ItalyPowerDemand", 67, 40),
+        "data_dir": aeon_archives(),
+    }
+    SUITES["dsn-more"] = {
+        "title": "DSN on ArrowHead (UCR) and BasicMotions (UEA, 6 channels, density 0.1) shipped inside aeon",
+        "rows": _ucr_rows("ArrowHead", 36, 40) + _ucr_rows("BasicMotions", 40, 40, density=0.1),
         "data_dir": aeon_archives(),
     }
 
