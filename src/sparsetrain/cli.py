@@ -417,12 +417,12 @@ def cmd_bench(argv: Sequence[str]) -> int:
     result = run_grid(runs, out, jobs=jobs, threads=args.threads, force=args.force)
     with ResultsStore(out / "results.db") as store:
         ids = {entry.run_id for entry in plan_grid(runs, out) if entry.reported}
-        finished = [r for r in store.runs() if r["run_id"] in ids]
-        histories = _histories(store, finished)
+        grid_runs = [r for r in store.runs(status=None) if r["run_id"] in ids]  # stopped ones listed apart
+        histories = _histories(store, grid_runs)
         among = _all_ids(store)
-    if finished:
-        print("\n" + study_table(finished, among=among))
-        report = write_study_report(finished, out / "report.html", title=f"sparsetrain bench: {where}",
+    if any(r["status"] == "finished" for r in grid_runs):
+        print("\n" + study_table(grid_runs, among=among))
+        report = write_study_report(grid_runs, out / "report.html", title=f"sparsetrain bench: {where}",
                                     histories=histories, among=among)
         print(f"\nreport: {report}  (again: sparsetrain report --out {out} --html FILE)")
     if result["failed"]:

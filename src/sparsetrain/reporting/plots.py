@@ -59,10 +59,13 @@ def plot_comparison(
                                 xytext=(0, 7), textcoords="offset points", ha="center", fontsize="x-small")
             if g["dense"] is not None and g["method"] != DENSE:  # this row's own dense baseline
                 acc_ax.plot([100 * g["dense_acc_mean"]] * 2, [y - 0.35, y + 0.35], color=method_color(DENSE),
-                            linestyle="--", linewidth=1)
+                            linestyle="--", linewidth=1, label="dense, same settings")
         acc_ax.set_yticks(positions, [f"{label} (n={g['n_seeds']})" for label, g in zip(labels, groups)],
                           fontsize="small")
         acc_ax.set_ylim(-0.7, len(groups) - 0.3)
+        handles, names = acc_ax.get_legend_handles_labels()
+        if handles:
+            acc_ax.legend(handles[:1], names[:1], fontsize="x-small", loc="best")
     else:
         acc_ax.text(0.5, 0.5, "no finished runs", ha="center", va="center", transform=acc_ax.transAxes)
         acc_ax.set_yticks([])
@@ -94,5 +97,6 @@ def plot_comparison(
     layer_ax.set_ylim(0.0, 1.05)
     layer_ax.set_xlabel("layer")
     layer_ax.set_ylabel("density (active / total)")
-    layer_ax.set_title("Per-layer density (mean over seeds)", fontsize="medium")
+    several = any(g["n_seeds"] > 1 for g in groups)
+    layer_ax.set_title("Per-layer density" + (" (mean over seeds)" if several else ""), fontsize="medium")
     return save_png(fig, path, dpi)
