@@ -120,7 +120,9 @@ def experiment_groups(runs: Sequence[Run]) -> list[dict[str, Any]]:
 
 def diff_keys(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     """Configuration keys that tell rows apart beyond setup, scenario, method and density:
-    keys two rows of the same setup and scenario both hold with different values."""
+    keys two rows of the same setup and scenario both hold with different values, or that
+    one row of a method holds and another row of that method lacks (a run stored before
+    the option existed)."""
     keys: list[str] = []
     panels: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
     for row in rows:
@@ -130,8 +132,8 @@ def diff_keys(rows: Sequence[Mapping[str, Any]]) -> list[str]:
             for key, value in row["config"].items():
                 if key in LABEL_KEYS or key in keys:
                     continue
-                if any(key in other["config"] and _canonical(other["config"][key]) != _canonical(value)
-                       for other in panel):
+                if any(_canonical(other["config"][key]) != _canonical(value) if key in other["config"]
+                       else other["method"] == row["method"] for other in panel):
                     keys.append(key)
     return sorted(keys)
 

@@ -2,6 +2,8 @@
 `build_spec` and stored in a real results store, as `sparsetrain train` would; accuracies are
 set by hand so that every expected number can be computed here."""
 
+import json
+import sqlite3
 import statistics
 
 import pytest
@@ -96,3 +98,15 @@ def test_named_setups_of_one_dataset_stay_apart(store, tmp_path):
     for k, name in enumerate(("GunPoint", "Coffee", "ECG200", "Wafer")):
         line = next(l for l in lines if "{name: " + name + "}" in l)
         assert " 1 " in line and f"{100 * (0.5 + k / 10):.2f}" in line
+
+
+def test_a_run_stored_before_an_option_existed_is_its_own_row_and_the_option_a_column(store):
+    store_run(store, RIGL, 0.50)
+    old = store_run(store, {**RIGL, "seed": 1}, 0.40)
+    config = store.get_run(old)["config"]
+    del config["stop_fraction"]  # as stored by a version without the option
+    with sqlite3.connect(store.path) as db:
+        db.execute("UPDATE runs SET config = ? WHERE run_id = ?", (json.dumps(config), old))
+    rows, columns = comparison_rows(store.runs())
+    assert ("config.stop_fraction", "stop_fraction") in columns
+    assert sorted((r["config.stop_fraction"], r["test_acc"]) for r in rows) == [("-", "40.00"), ("0.75", "50.00")]
