@@ -25,7 +25,7 @@ class DynamicConfig(SparsityConfig):
     anneal: str = option("cosine", "how the drop fraction decays to anneal_floor at stop_fraction "
                          "(step: halved at 3/4 of it, MEST's scripts)", choices=ANNEALING)
     anneal_floor: float = option(0.0, "the drop fraction reached at stop_fraction by cosine/linear decay "
-                                 "(frozen afterwards)")
+                                 "(frozen afterwards; at most drop_fraction)")
     stop_fraction: float = option(0.75, "fraction of training after which the topology is frozen, in (0, 1]")
     ranking: str = option("layer", "rank weights within each layer or across all layers",
                           choices=("layer", "global"))
@@ -40,7 +40,7 @@ class DynamicConfig(SparsityConfig):
         check_range("update_interval", self.update_interval, 1)
         check_range("drop_fraction", self.drop_fraction, 0, 1)
         check_range("stop_fraction", self.stop_fraction, 0, 1, low_open=True)
-        check_range("anneal_floor", self.anneal_floor, 0, self.drop_fraction)
+        check_range("anneal_floor", self.anneal_floor, 0, 1)
 
 
 class DynamicSparsifier(Sparsifier):
@@ -88,7 +88,8 @@ class DynamicSparsifier(Sparsifier):
         interval = self.interval_steps(cfg.update_interval, cfg.interval_unit)
         self.stop_step = int(cfg.stop_fraction * self.total_steps)
         self.schedule = UpdateSchedule(interval=interval, stop=self.stop_step)
-        self.drop_schedule = DecaySchedule(cfg.drop_fraction, self.stop_step, cfg.anneal, cfg.anneal_floor)
+        self.drop_schedule = DecaySchedule(cfg.drop_fraction, self.stop_step, cfg.anneal,
+                                           min(cfg.anneal_floor, cfg.drop_fraction))  # never above the start
         self._arm_dense_grads()
         warn_few_updates(self.name, "topology update", self.scheduled_updates(), interval,
                          self.stop_step, self.total_steps, "stop_fraction")

@@ -263,3 +263,9 @@ def test_unactivated_growth_takes_all_never_active_positions_first_then_the_rest
     rest = _top(GRAD.abs() * ~(kept | unfired), 3)  # the 3 largest |grad| are positive ones
     assert int(unfired.sum()) == 2 and int(rest.sum()) == 3
     assert torch.equal(s.weights[0].mask, kept | unfired | rest)
+
+
+def test_granet_without_regrowth_needs_no_floor_setting():
+    s = create("granet", nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4)), None, density=0.1,
+               total_steps=40, update_interval=4, drop_fraction=0.0)
+    assert s.drop_schedule.at(4) == 0.0 and s.drop_schedule.at(40) == 0.0
