@@ -6,7 +6,7 @@ the script prints the per-layer table of the RigL model (attention and MLP spars
 tied embedding intact) and the three validation losses.
 
 Run: python examples/hf_gpt2_rigl.py             (quick: 60 steps)
-     python examples/hf_gpt2_rigl.py --long      (the README's numbers: 500 steps)
+     python examples/hf_gpt2_rigl.py --long      (the README's numbers: 300 steps)
 """
 
 from __future__ import annotations
@@ -57,9 +57,9 @@ def main(steps: int = 60, chars: int = 200_000, block: int = 64, batch: int = 16
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--long", action="store_true", help="the longer run (500 steps, 500k characters)")
+    parser.add_argument("--long", action="store_true", help="the longer run (300 steps, 300k characters)")
     logging.basicConfig(level=logging.WARNING)
     if parser.parse_args().long:
-        main(steps=500, chars=500_000)
+        main(steps=300, chars=300_000)
     else:
         main()

@@ -6,7 +6,7 @@ dense, static sparse and RigL for the same number of steps, then the per-layer t
 the RigL model and the three validation losses.
 
 Run: python examples/lightning_rigl.py           (quick: 60 steps)
-     python examples/lightning_rigl.py --long    (the README's numbers: 500 steps)
+     python examples/lightning_rigl.py --long    (the README's numbers: 300 steps)
 """
 
 from __future__ import annotations
@@ -74,8 +74,8 @@ def main(steps: int = 60, chars: int = 200_000, block: int = 64, batch: int = 16
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--long", action="store_true", help="the longer run (500 steps, 500k characters)")
+    parser.add_argument("--long", action="store_true", help="the longer run (300 steps, 300k characters)")
     if parser.parse_args().long:
-        main(steps=500, chars=500_000)
+        main(steps=300, chars=300_000)
     else:
         main()
