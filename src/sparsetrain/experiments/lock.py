@@ -35,8 +35,3 @@ class RunLock:
 
     def __exit__(self, *exc: object) -> None:
         self._lock.release()
-
-    @property
-    def held(self) -> bool:
-        """Whether this object holds the lock now."""
-        return self._lock.is_locked

@@ -24,7 +24,7 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM arrived (``signum`` says which signal)."""
 
     def __init__(self, signum: int) -> None:
-        super().__init__(f"signal {signum}")
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
         self.signum = signum
 
 

@@ -119,7 +119,7 @@ def run(spec: RunSpec, *, root: str | Path, store: ResultsStore, resume: bool = 
         except BaseException as exc:
             status = stop_status(exc)
             if store.get_run(run_id) is not None:  # started: keep a record of why it stopped
-                store.stop(run_id, status, str(exc) if status != "failed" else f"{type(exc).__name__}: {exc}")
+                store.stop(run_id, status, stop_message(exc))
             if retried:
                 run_dir.put_back()
                 store.restore(retried, previous_epochs)
@@ -146,6 +146,13 @@ def _train(trainer: Trainer, spec: RunSpec, data: Any, store: ResultsStore, run_
     log(analysis.describe(layers, trainer.method.itop_rate()))
     log(f"{run_id}: test accuracy {final['test_acc']:.4f}")
     return store.get_run(run_id)
+
+
+def stop_message(exc: BaseException) -> str:
+    """What the store records as the reason a run stopped."""
+    if isinstance(exc, KeyboardInterrupt):
+        return str(exc) or "interrupted by SIGINT (Ctrl-C)"
+    return str(exc) if isinstance(exc, DivergedError) else f"{type(exc).__name__}: {exc}"
 
 
 def stop_status(exc: BaseException) -> str:

@@ -129,3 +129,21 @@ def test_cifar10_hard_snip_keeps_the_snip_layer_ratios_at_random_positions_as_th
     masks = {w.name: w.mask for w in method.weights}
     assert {n: int(m.sum()) for n, m in masks.items()} == {n: int(t.sum()) for n, t in top.items()}
     assert any(not torch.equal(masks[n], top[n]) for n in names)  # positions are not SNIP's own
+
+
+def test_a_grid_skips_the_runs_another_process_holds_and_says_so(tmp_path):
+    import filelock
+
+    from sparsetrain.experiments.rundir import RunDir
+
+    runs = expand_grid({"base": TINY, "methods": ["dense", "static"], "densities": [0.5], "seeds": [0]})
+    held = runs[0]
+    lock_path = RunDir(tmp_path, held.spec.config_hash, 0).lock_path
+    lock_path.parent.mkdir(parents=True)
+    logs = []
+    with filelock.FileLock(lock_path, timeout=0):  # another bench on the same folder trains it
+        result = run_grid(runs, tmp_path, log=logs.append)
+    assert result["held"] == [held.run_id] and result["trained"] == [runs[1].run_id]
+    assert f"skipped, run {held.run_id} is being trained by another process" in "\n".join(logs)
+    with ResultsStore(tmp_path / "results.db") as store:
+        assert store.get_run(held.run_id) is None  # nothing of it written by this process
