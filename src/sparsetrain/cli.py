@@ -487,8 +487,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"sparsetrain: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
-        print("sparsetrain: interrupted; the run is stored as interrupted, and the same command "
-              "continues it from its last checkpoint", file=sys.stderr)
+        print("sparsetrain: interrupted; a run it stopped is stored as interrupted, and the same "
+              "command continues it from its last checkpoint", file=sys.stderr)
         return exit_code(exc)
     finally:
         if previous is not None:
