@@ -3,27 +3,41 @@
     import sparsetrain as st
     sparsifier = st.RigL(model, optimizer, density=0.1, total_steps=10_000)
     ...  # in your loop, call sparsifier.step() instead of optimizer.step()
+
+Names are loaded on first use (PEP 562), so ``import sparsetrain`` and ``sparsetrain
+--help`` do not pay for importing torch; ``st.RigL`` or ``st.models`` load what they need.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-from sparsetrain import backends, data, distributions, models  # noqa: F401  (registries fill on import)
-from sparsetrain.algorithms import (
-    MEST, METHODS, SET, Dense, Method, RigL, Sparsifier, Static, create, list_methods,
-)
+_SUBMODULES = ("algorithms", "analysis", "backends", "criteria", "data", "distributions", "engine",
+               "experiments", "models", "registry", "reporting", "scenarios", "schedules", "sparse")
+_FROM_ALGORITHMS = ("DSN", "Dense", "EdgePopup", "GMP", "GraNet", "GraSP", "MEST", "METHODS", "Method", "PaI",
+                    "RigL", "SET", "SLaK", "SNIP", "Sparsifier", "Static", "SupTickets", "SynFlow", "create",
+                    "list_methods")
 
-__all__ = ["Dense", "MEST", "METHODS", "Method", "RigL", "SET", "Sparsifier", "Static",
-           "create", "data", "distributions", "list_methods", "models"]
+_ELSEWHERE = {"summary": "sparsetrain.analysis", "register_layer": "sparsetrain.sparse"}
 
-from sparsetrain import criteria  # noqa: E402,F401  (criteria registry)
-from sparsetrain.algorithms import GMP, PaI, SNIP, GraNet, GraSP, SynFlow  # noqa: E402
+__all__ = [*_FROM_ALGORITHMS, *_ELSEWHERE, "criteria", "data", "distributions", "models"]
 
-__all__ += ["GMP", "GraNet", "GraSP", "PaI", "SNIP", "SynFlow", "criteria"]
-from sparsetrain.algorithms import DSN, EdgePopup, SLaK, SupTickets  # noqa: E402
 
-__all__ += ["DSN", "EdgePopup", "SLaK", "SupTickets"]
+def __getattr__(name: str) -> Any:
+    if name in _FROM_ALGORITHMS:
+        value = getattr(importlib.import_module("sparsetrain.algorithms"), name)
+    elif name in _ELSEWHERE:
+        value = getattr(importlib.import_module(_ELSEWHERE[name]), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"sparsetrain.{name}")
+    else:
+        raise AttributeError(f"module 'sparsetrain' has no attribute {name!r}")
+    globals()[name] = value
+    return value
 
-from sparsetrain.analysis import summary  # noqa: E402
-from sparsetrain.sparse import register_layer  # noqa: E402
 
-__all__ += ["register_layer", "summary"]
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_FROM_ALGORITHMS, *_ELSEWHERE, *_SUBMODULES})

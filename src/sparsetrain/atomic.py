@@ -6,6 +6,7 @@ checkpoint behind, since resuming and reporting read these files back.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import tempfile
@@ -14,10 +15,22 @@ from typing import Any
 
 import torch
 
+from sparsetrain.errors import UserError
+
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically, creating parent folders; returns the path."""
-    path = Path(path)
+    """Write ``data`` to ``path`` atomically, creating parent folders; returns the path.
+    A full disk is a `UserError` naming the folder (and leaves the old file as it was)."""
+    try:
+        return _write_bytes(Path(path), data)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise UserError(f"no space left on {str(Path(path).parent)!r} while writing "
+                            f"{Path(path).name}; free some space and run again") from None
+        raise
+
+
+def _write_bytes(path: Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

@@ -7,8 +7,11 @@ the CLI and the docs are generated from the dataclasses instead of written by ha
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
+import math
+import sys
 import types
 import typing
 from typing import Any, Iterable, TypeVar
@@ -95,8 +98,11 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
             raise ConfigError(f"{name} must be a number; got {value!r}")
         try:
             number = float(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ConfigError(f"{name} must be a number; got {value!r}") from None
+        if not math.isfinite(number) or abs(number) > MAX_MAGNITUDE:
+            raise ConfigError(f"{name} must be a finite number of at most 1e9 in size; "
+                              f"got {value!r}")
         if hint is int:
             if number != int(number):
                 raise ConfigError(f"{name} must be a whole number; got {value!r}")
@@ -109,14 +115,72 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
     return value
 
 
+MAX_MAGNITUDE = 1e9
+"""No option takes a number beyond this in size: larger values are typos or overflow bait."""
+
+
+def closest(name: str, allowed: Iterable[str], n: int = 3) -> str:
+    """``"; did you mean a, b?"`` naming the allowed values closest to ``name`` (difflib), or
+    the whole list when it is short; a message fragment for unknown keys and names."""
+    allowed = sorted(allowed)
+    near = difflib.get_close_matches(name, allowed, n=n, cutoff=0.6)
+    if near:
+        return f"; did you mean {', '.join(near)}?"
+    if len(allowed) <= 12:
+        return f"; allowed: {', '.join(allowed)}"
+    return ""
+
+
+def unknown_key(where: str, key: str, allowed: Iterable[str], suffix: str = "") -> ConfigError:
+    """The error for an unknown config key: its name and the closest allowed keys."""
+    hint = closest(key, allowed) or " (see `sparsetrain train --help`)"
+    return ConfigError(f"unknown {where} key {key!r}{suffix}{hint}")
+
+
+_NOTED: set[str] = set()
+
+
+def note_once(message: str) -> None:
+    """Print ``sparsetrain: note: <message>`` on stderr, once per process."""
+    if message not in _NOTED:
+        _NOTED.add(message)
+        print(f"sparsetrain: note: {message}", file=sys.stderr)
+
+
+def canonical_names(cls: type, values: dict[str, Any], where: str = "config") -> dict[str, Any]:
+    """``values`` with old key spellings renamed and ``sparsity`` turned into ``density``.
+
+    A config class lists its renamed keys in a ``renamed`` class attribute ({old: new});
+    an old spelling still works and says once that it is deprecated. ``sparsity`` (how the
+    field usually speaks) is accepted wherever ``density`` is: density = 1 - sparsity.
+    """
+    values = dict(values)
+    for old, new in getattr(cls, "renamed", {}).items():
+        if old not in values:
+            continue
+        if new in values:
+            raise ConfigError(f"{where}: give {new} or its old name {old}, not both")
+        note_once(f"{old!r} is now called {new!r} (--{new.replace('_', '-')}); the old name "
+                  "still works but is deprecated")
+        values[new] = values.pop(old)
+    names = {f.name for f in dataclasses.fields(cls)}
+    if "sparsity" in values and "density" in names:
+        if "density" in values:
+            raise ConfigError(f"{where}: give density or sparsity (= 1 - density), not both")
+        sparsity = _coerce("sparsity", values.pop("sparsity"), float)
+        if not 0 <= sparsity < 1:
+            raise ConfigError(f"sparsity must be in [0, 1); got {sparsity!r}")
+        values["density"] = round(1.0 - sparsity, 12)  # 1 - 0.9 is 0.09999999999999998
+    return values
+
+
 def from_dict(cls: type[C], values: dict[str, Any], where: str = "config") -> C:
     """Build ``cls`` from a plain mapping; unknown keys and wrong types raise a ConfigError."""
+    values = canonical_names(cls, values, where)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
-        raise ConfigError(
-            f"unknown {where} key {unknown[0]!r}; allowed keys: {', '.join(sorted(names))}"
-        )
+        raise unknown_key(where, unknown[0], names)
     kwargs = {k: _coerce(k, v, field_type(cls, k)) for k, v in values.items()}
     return cls(**kwargs)
 

@@ -44,7 +44,11 @@ def run_quickstart(out: str | Path, *, epochs: int = SETTINGS["epochs"], seeds: 
     with ResultsStore(out / "results.db") as store:
         runs = []
         for spec in specs:
-            log(f"training {spec.experiment.method} (seed {spec.experiment.seed}) ...")
+            exp = spec.experiment
+            if not force and store.is_finished(store.run_id(spec.config_hash, exp.seed)):
+                log(f"{exp.method} (seed {exp.seed}): already finished, skipped (--force trains it again)")
+            else:
+                log(f"training {exp.method} (seed {exp.seed}) ...")
             runs.append(run(spec, root=out, store=store, force=force, progress=progress, log=quiet))
         histories = {r["run_id"]: store.epochs(r["run_id"]) for r in runs}
         among = [r["run_id"] for r in store.runs(status=None)]

@@ -6,6 +6,7 @@ so conformance tests parametrized over a registry cover a new entry the moment i
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from typing import Any, Callable, Generic, Iterable, Iterator, TypeVar
 
@@ -17,10 +18,18 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """Maps names to objects of one kind; unknown names raise a `UserError` listing the valid ones."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, provider: str | None = None) -> None:
         self.kind = kind
         self._entries: dict[str, T] = {}
         self._info: dict[str, dict[str, Any]] = {}
+        self._provider = provider
+        """A module whose import registers the entries (imported on first lookup), for a
+        registry that a lower floor defines and a higher one fills (e.g. the backends)."""
+
+    def _load(self) -> None:
+        if self._provider is not None:
+            provider, self._provider = self._provider, None
+            importlib.import_module(provider)
 
     def register(self, name: str, **info: Any) -> Callable[[T], T]:
         """Decorator adding ``obj`` under ``name``; ``info`` is free metadata (e.g. a help line)."""
@@ -35,6 +44,7 @@ class Registry(Generic[T]):
         return add
 
     def get(self, name: str) -> T:
+        self._load()
         if name not in self._entries:
             raise UserError(
                 f"unknown {self.kind} {name!r}; choose one of: {', '.join(self.names())}"
@@ -61,13 +71,16 @@ class Registry(Generic[T]):
                                 f"allowed options: {', '.join(sorted(allowed)) or 'none'}")
 
     def names(self) -> list[str]:
+        self._load()
         return sorted(self._entries)
 
     def __contains__(self, name: object) -> bool:
+        self._load()
         return name in self._entries
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
 
     def __len__(self) -> int:
+        self._load()
         return len(self._entries)

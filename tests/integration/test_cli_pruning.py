@@ -18,7 +18,7 @@ def _cache(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("extra", [
     ["--method", "snip", "--density", "0.2"],
-    ["--method", "gmp", "--density", "0.2", "--update-interval", "2", "--allocation", "global"],
+    ["--method", "gmp", "--density", "0.2", "--update-interval", "2", "--ranking", "global"],
 ])
 def test_pruning_method_trains_from_the_cli_and_ends_at_its_density(tmp_path, extra):
     out = tmp_path / "runs"

@@ -32,7 +32,7 @@ def test_export_writes_a_sparse_model_that_predicts_like_the_trained_one(tmp_pat
     out = tmp_path / "runs"
     assert main(["train", "--method", "set", "--density", "0.2", "--backend", backend, "--out", str(out)] + FAST) == 0
     run_id = _run_id(out)
-    assert main(["export", run_id[:6], "--out", str(out), "--to", str(tmp_path / "exp")]) == 0
+    assert main(["export", run_id[:6], "--out", str(out), "--dest", str(tmp_path / "exp")]) == 0
     assert "exported" in capsys.readouterr().out
     manifest = read_manifest(tmp_path / "exp")
     assert manifest["model"]["name"] == "mlp" and len(manifest["layers"]) == 2

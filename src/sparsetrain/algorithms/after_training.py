@@ -32,7 +32,7 @@ from sparsetrain.algorithms.layer_dp import CURVES, distortion_table, dp_counts,
 from sparsetrain.algorithms.pruning import apply_masks, distribution_options, masks_from_scores
 from sparsetrain.algorithms.registry import register_method
 from sparsetrain.config import check_range, option
-from sparsetrain.errors import UserError
+from sparsetrain.errors import UserError, load_error
 from sparsetrain.sparse import SparseWeight, dense_model, dense_state
 
 REWIND_INIT = "init"
@@ -75,7 +75,7 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt or foreign file
-        raise UserError(f"weights file {str(path)!r} cannot be read: {exc}") from None
+        raise load_error("weights file", path, exc) from None
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

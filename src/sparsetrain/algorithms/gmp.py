@@ -26,13 +26,15 @@ DATA_FREE_CRITERIA = ("magnitude", "lamp", "random")
 class GradualConfig(SparsityConfig):
     """The cubic density schedule and how each pruning step allocates its cut."""
 
+    renamed: ClassVar[dict[str, str]] = {"allocation": "ranking", "end_fraction": "stop_fraction"}
     initial_density: float = option(1.0, "density before pruning starts; 1 = dense, below 1 starts "
                                     "from a random mask at `distribution`")
     start_fraction: float = option(0.0, "fraction of training after which pruning starts (t0)")
-    end_fraction: float = option(0.75, "fraction of training by which `density` is reached (t0 + n*interval)")
+    stop_fraction: float = option(0.75, "fraction of training by which `density` is reached (t0 + n*interval); "
+                                  "no pruning after it")
     update_interval: int = option(100, "steps (or epochs, see interval_unit) between pruning steps")
     interval_unit: str = option("steps", "unit of update_interval", choices=("steps", "epochs"))
-    allocation: str = option("layer", "global ranking, layer-wise at `distribution`, or the global "
+    ranking: str = option("layer", "global ranking, layer-wise at `distribution`, or the global "
                              "ranking's per-layer ratios with random positions", choices=ALLOCATIONS)
     criterion: str = option("magnitude", "what each pruning step ranks by", choices=DATA_FREE_CRITERIA)
 
@@ -40,20 +42,31 @@ class GradualConfig(SparsityConfig):
         super().__post_init__()
         check_range("initial_density", self.initial_density, 0, 1, low_open=True)
         check_range("start_fraction", self.start_fraction, 0, 1, high_open=True)
-        check_range("end_fraction", self.end_fraction, 0, 1, low_open=True)
+        check_range(self.prune_keys[1], self.prune_stop, 0, 1, low_open=True)
         check_range("update_interval", self.update_interval, 1)
         if self.initial_density < self.density:
             raise ConfigError(f"initial_density ({self.initial_density:g}) must be at least density "
                               f"({self.density:g}): gradual pruning only removes weights")
-        if self.end_fraction <= self.start_fraction:
-            raise ConfigError("end_fraction must be greater than start_fraction")
+        if self.prune_stop <= self.start_fraction:
+            raise ConfigError(f"{self.prune_keys[1]} must be greater than start_fraction")
+
+    prune_keys: ClassVar[tuple[str, str]] = ("ranking", "stop_fraction")
+    """The fields holding the pruning cut's ranking and the end of the pruning schedule."""
+
+    @property
+    def prune_ranking(self) -> str:
+        return getattr(self, self.prune_keys[0])
+
+    @property
+    def prune_stop(self) -> float:
+        return getattr(self, self.prune_keys[1])
 
 
 class GradualPruning:
     """Mixin for a `Sparsifier`: prune to the cubic schedule's density after its update steps.
 
     Each pruning step ranks the active weights by ``criterion`` and keeps round(d_t · N)
-    of them, allocated as ``allocation``; pruned weights and their optimizer state become 0.
+    of them, allocated as ``ranking``; pruned weights and their optimizer state become 0.
     """
 
     weights: list
@@ -63,7 +76,7 @@ class GradualPruning:
         cfg = self.config
         interval = self.interval_steps(cfg.update_interval, cfg.interval_unit)
         start = int(cfg.start_fraction * self.total_steps)
-        end = int(cfg.end_fraction * self.total_steps)
+        end = int(cfg.prune_stop * self.total_steps)
         if start + interval > self.total_steps:
             raise UserError(f"{self.name}: update_interval ({interval} steps) leaves no pruning step "
                             f"between start ({start}) and the end of training ({self.total_steps})")
@@ -96,15 +109,15 @@ class GradualPruning:
         active = {w.name: w.active for w in self.weights}
         scores = score(cfg.criterion, self.model, None, weights=self.weights,
                        seed=self.seed * 100_003 + self.step_count)
-        if cfg.allocation == "layer":
+        if cfg.prune_ranking == "layer":
             shapes = {w.name: tuple(w.shape) for w in self.weights}
             wanted = allocate(cfg.distribution, shapes, density, **distribution_options(cfg, scores))
             # never grow, never go below the final target (rounding can differ by one weight)
             counts = {n: max(min(wanted[n], active[n]), min(self.targets[n], active[n])) for n in wanted}
         else:
             k_density = min(density, sum(active.values()) / sum(w.numel for w in self.weights))
-            counts = allocation_counts(scores, k_density, allocation=cfg.allocation, allowed=allowed)
-        masks = select_masks(scores, counts, allocation=cfg.allocation, allowed=allowed,
+            counts = allocation_counts(scores, k_density, allocation=cfg.prune_ranking, allowed=allowed)
+        masks = select_masks(scores, counts, allocation=cfg.prune_ranking, allowed=allowed,
                              seed=self.seed, step=self.step_count)
         apply_masks(self.weights, masks, self.optimizer)
         self._record_active(before)
@@ -121,7 +134,7 @@ class GradualPruning:
         self.gradual_prune_if_due()
 
     def current_targets(self) -> dict[str, int]:
-        layerwise = self.config.allocation == "layer" and getattr(self.config, "ranking", "layer") == "layer"
+        layerwise = self.config.prune_ranking == "layer" and getattr(self.config, "ranking", "layer") == "layer"
         if layerwise and self.step_count >= self.pruning.end:
             return dict(self.targets)
         return {w.name: w.active for w in self.weights}  # the total moves until the schedule ends
@@ -129,7 +142,7 @@ class GradualPruning:
 
 @dataclass(frozen=True)
 class GMPConfig(GradualConfig):
-    distribution: str = option("uniform", "layer-wise density allocation (allocation=layer)",
+    distribution: str = option("uniform", "layer-wise density allocation (ranking=layer)",
                                choices=("uniform", "er", "erk", "scores", "custom"))
 
 
@@ -142,7 +155,7 @@ class GMP(GradualPruning, Sparsifier):
     steps from t0 the smallest-magnitude active weights are removed so the density follows
     d_t = d_f + (d_i − d_f)(1 − (t − t0)/(nΔt))³ until it reaches ``density`` at
     t0 + nΔt (n = ⌊(end − start)/Δt⌋). Layer-wise at ``distribution`` (uniform, as in the
-    paper) or globally ranked (``allocation``). Pruned weights never come back.
+    paper) or globally ranked (``ranking``). Pruned weights never come back.
     """
 
     name = "gmp"

@@ -18,10 +18,20 @@ from sparsetrain.schedules import ANNEALING
 
 @dataclass(frozen=True)
 class GraNetConfig(GradualConfig, DynamicConfig):
+    """GraNet has two schedules: the gradual pruning cut (``prune_ranking`` until
+    ``prune_stop_fraction``) and the regrowth (``ranking`` until ``stop_fraction``, as in RigL)."""
+
+    renamed: ClassVar[dict[str, str]] = {"allocation": "prune_ranking", "end_fraction": "prune_stop_fraction"}
+    prune_keys: ClassVar[tuple[str, str]] = ("prune_ranking", "prune_stop_fraction")
     initial_density: float = option(0.5, "density before pruning starts (0.5 = the reference's sparse "
                                     "init; 1 = start dense)")
-    allocation: str = option("global", "how each gradual pruning step allocates its cut "
-                             "(global magnitude in the reference)", choices=ALLOCATIONS)
+    prune_ranking: str = option("global", "how each gradual pruning step allocates its cut "
+                                "(global magnitude in the reference)", choices=ALLOCATIONS)
+    prune_stop_fraction: float = option(0.5, "fraction of training by which `density` is reached, no "
+                                        "pruning after it (the reference scripts: epoch 80 of 160 on CIFAR, "
+                                        "30 of 100 on ImageNet)")
+    ranking: str = option("layer", "regrowth: rank weights within each layer or across all layers",
+                          choices=("layer", "global"))
     drop_fraction: float = option(0.5, "fraction of each layer's active weights dropped and regrown at "
                                   "the first update (the reference's prune rate)")
     anneal: str = option("cosine", "how the regrowth fraction decays to anneal_floor at stop_fraction",
@@ -29,8 +39,6 @@ class GraNetConfig(GradualConfig, DynamicConfig):
     anneal_floor: float = option(0.005, "the regrowth fraction at stop_fraction (the reference's "
                                  "CosineDecay eta_min)")
     stop_fraction: float = option(1.0, "fraction of training after which the topology is frozen")
-    end_fraction: float = option(0.5, "fraction of training by which `density` is reached (the reference "
-                                 "scripts: epoch 80 of 160 on CIFAR, 30 of 100 on ImageNet)")
 
 
 @register_method("granet", help="gradual pruning + magnitude drop / gradient regrowth (Liu et al. 2021)")
@@ -41,7 +49,7 @@ class GraNet(GradualPruning, DynamicSparsifier):
     At every update step (every ``update_interval`` steps) two things happen, in the order
     of the reference code (VITA-Group/GraNet, ``CIFAR/sparselearning/core.py``
     ``Masking.step``): first gradual pruning, a global magnitude cut to the cubic schedule's
-    density (as GMP; until ``end_fraction``, 0.5 as the CIFAR scripts' epoch 80 of 160); then
+    density (as GMP; until ``prune_stop_fraction``, 0.5 as the CIFAR scripts' epoch 80 of 160); then
     zero-cost neuroregeneration: in each layer drop ⌈r_t · active⌉ of the smallest
     magnitudes and regrow as many where the dense gradient is largest, with r_t decaying
     from ``drop_fraction`` (0.5) by cosine over training to ``anneal_floor`` (the reference's

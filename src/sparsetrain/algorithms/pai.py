@@ -44,9 +44,11 @@ def scoring_mode(model: nn.Module, mode: str) -> Iterator[None]:
 class PaIConfig(SparsityConfig):
     """Which criterion prunes the network before training, and how."""
 
+    renamed: ClassVar[dict[str, str]] = {"allocation": "ranking"}
+
     criterion: str = option("snip", "pruning criterion (see `sparsetrain list criteria`)",
                             choices=tuple(CRITERIA.names()))
-    allocation: str = option("global", "global ranking, layer-wise at `distribution`, or the global "
+    ranking: str = option("global", "global ranking, layer-wise at `distribution`, or the global "
                              "ranking's per-layer ratios with random positions", choices=ALLOCATIONS)
     rounds: int = option(1, "pruning rounds before training; the density reaches `density` at the last")
     round_schedule: str = option("exponential", "density after round r of R: density^(r/R) "
@@ -149,7 +151,7 @@ class PaI(PrunesBeforeTraining, Sparsifier):
             with scoring_mode(self.model, cfg.bn_mode):
                 scores = score(cfg.criterion, self.model, batch, weights=self.weights,
                                loss_fn=F.cross_entropy, seed=self.seed * 100_003 + r, **own)
-            masks = masks_from_scores(scores, self.round_density(r), allocation=cfg.allocation,
+            masks = masks_from_scores(scores, self.round_density(r), allocation=cfg.ranking,
                                       distribution=cfg.distribution, allowed={w.name: w.mask for w in self.weights},
                                       seed=self.seed, step=r, **distribution_options(cfg, scores))
             apply_masks(self.weights, masks, self.optimizer)

@@ -24,6 +24,7 @@ from sparsetrain.data.base import (
     register_dataset,
     stratified_split,
 )
+from sparsetrain.data.files import MAX_CLASSES
 from sparsetrain.errors import UserError
 
 _COMMON = ("seed", "val_fraction", "data_dir")
@@ -47,6 +48,28 @@ def load(
     if not isinstance(val_fraction, (int, float)) or not 0 <= val_fraction < 1:
         raise UserError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
     return DATASETS.get(name)(seed=seed, val_fraction=val_fraction, data_dir=data_dir, **opts)
+
+
+def check_splits(data: DatasetSplits, where: str) -> None:
+    """What a dataset must satisfy before a run trains on it: finite inputs, at least two
+    training classes, and no test class that training never shows (a reader loads any
+    well-formed file; these are checked by the runner)."""
+    if not 1 <= data.num_classes <= MAX_CLASSES:
+        raise UserError(f"{where} has {data.num_classes} classes; labels must be class indices 0..K-1 "
+                        f"with K at most {MAX_CLASSES}")
+    for split in ("train", "val", "test"):
+        part = getattr(data, split)
+        if part.x.is_floating_point() and len(part) and not torch.isfinite(part.x).all():
+            raise UserError(f"{where} has NaN or infinite values in its {split} inputs; "
+                            "clean or drop those samples")
+    seen = set(torch.cat([data.train.y, data.val.y]).unique().tolist())
+    if len(seen) < 2:
+        raise UserError(f"{where}: the training set holds only class {sorted(seen)[0] if seen else None}; "
+                        "a classifier needs samples of at least two classes")
+    unseen = sorted(set(data.test.y.unique().tolist()) - seen)
+    if unseen:
+        raise UserError(f"{where}: test labels {', '.join(map(str, unseen[:5]))} never occur in the "
+                        "training set; every test class needs training samples")
 
 
 def batches(
@@ -91,6 +114,7 @@ __all__ = [
     "DatasetSplits",
     "TensorData",
     "batches",
+    "check_splits",
     "dataset_options",
     "list_datasets",
     "load",

@@ -7,7 +7,8 @@ files: https://www.cs.toronto.edu/~kriz/cifar.html (``cifar-10-python.tar.gz``,
 The batches are Python pickles. Unpickling runs whatever a file asks for, so a
 `RestrictedUnpickler` resolves only the globals these files name (numpy's array
 reconstruction, ``numpy.ndarray``, ``numpy.dtype``, under their numpy 1 and 2 module
-names, and the protocol-5 form of an array); dicts, lists, ints and strings need no
+names, the protocol-5 form of an array, and ``_codecs.encode(str, 'latin1')``, the form
+in which Python 3's protocol 2 writes bytes); dicts, lists, ints and strings need no
 global, and anything else is refused. Before that, each file's MD5 is checked against
 the official checksum (``verify=False`` skips this for batches you wrote yourself in the
 same format).
@@ -45,7 +46,21 @@ CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
 # numpy's array-rebuilding functions, taken from numpy itself wherever its version keeps them
 _RECONSTRUCT = np.zeros(0).__reduce__()[0]
 _FROMBUFFER = np.zeros(0).__reduce_ex__(5)[0]
+class ForbiddenGlobal(pickle.UnpicklingError):
+    """A pickle asked for a global outside the allowed ones."""
+
+
+def _latin1_bytes(text: Any, encoding: Any = "latin1") -> bytes:
+    """What ``_codecs.encode`` is allowed to do in a batch: Python 3's pickle protocol 2
+    writes every ``bytes`` object as ``_codecs.encode(<str>, 'latin1')``. Only that form is
+    accepted (a str and the latin1 codec), so no other codec or argument is reachable."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise ForbiddenGlobal(f"_codecs.encode with {type(text).__name__} and {encoding!r}")
+    return text.encode("latin1")
+
+
 _ALLOWED_GLOBALS = {
+    ("_codecs", "encode"): _latin1_bytes,  # bytes in protocol 2 pickles written by Python 3
     ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,  # written by numpy < 2 (the official files)
     ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,  # written by numpy >= 2
     ("numpy._core.numeric", "_frombuffer"): _FROMBUFFER,  # pickle protocol 5 (Python >= 3.14's default)
@@ -53,10 +68,6 @@ _ALLOWED_GLOBALS = {
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
 }
-
-
-class ForbiddenGlobal(pickle.UnpicklingError):
-    """A pickle asked for a global outside the allowed ones."""
 
 
 class RestrictedUnpickler(pickle.Unpickler):

@@ -18,6 +18,10 @@ import numpy as np
 from sparsetrain.errors import UserError
 
 
+MAX_CLASSES = 100_000
+"""More classes than this is a label that is not a class index (e.g. 1e9 in a user's file)."""
+
+
 def file_error(path: str | os.PathLike, problem: str) -> UserError:
     """The error for a bad dataset file: ``dataset file '<path>' <problem>``."""
     return UserError(f"dataset file {str(path)!r} {problem}")

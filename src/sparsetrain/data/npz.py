@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from sparsetrain.data.base import DatasetSplits, carve_validation, register_dataset, stratified_split
-from sparsetrain.data.files import file_error, require_data_dir
+from sparsetrain.data.files import MAX_CLASSES, file_error, require_data_dir
 from sparsetrain.errors import UserError
 
 SPLIT_KEYS = ("x_train", "y_train", "x_test", "y_test")
@@ -79,6 +79,9 @@ def check_pair(path: Path, x: np.ndarray, y: np.ndarray, x_key: str, y_key: str)
         raise file_error(path, f"has {len(x)} rows in {x_key} but {len(y)} labels in {y_key}")
     if y.size and y.min() < 0:
         raise file_error(path, f"has negative label {int(y.min())} in {y_key}; labels must be 0..K-1")
+    if y.size and y.max() >= MAX_CLASSES:
+        raise file_error(path, f"has label {y.max():.0f} in {y_key}; labels must be class indices 0..K-1 "
+                               f"with K at most {MAX_CLASSES}")
     return y.astype(np.int64)
 
 

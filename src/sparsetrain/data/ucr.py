@@ -60,6 +60,8 @@ def read_tsv(path: Path, ragged: bool = False) -> tuple[list[np.ndarray], np.nda
         if missing.any() and (not ragged or missing[:length].any()):
             why = " inside the series" if ragged else "; for varying-length series use the dataset option pad: zero"
             raise file_error(path, f"has missing values (NaN) on line {row}{why}")
+        if not np.isfinite(line[:length]).all():
+            raise file_error(path, f"has an infinite value on line {row}; every value must be a finite number")
         series.append(line[None, :length])
     if not np.isfinite(labels).all() or (labels != np.round(labels)).any():
         raise file_error(path, "has class labels in its first column that are not whole numbers")
@@ -135,6 +137,8 @@ class TsFile:
         series = np.stack(values)
         if np.isnan(series).any():
             raise file_error(self.path, f"has missing values (NaN) on line {number}, which are not supported")
+        if not np.isfinite(series).all():
+            raise file_error(self.path, f"has an infinite value on line {number}; every value must be finite")
         self.series.append(series)
         self.labels.append(label.strip())
 

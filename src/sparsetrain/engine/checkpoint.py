@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from sparsetrain.atomic import atomic_torch_save
-from sparsetrain.errors import UserError
+from sparsetrain.errors import UserError, load_error
 
 
 def rng_state() -> dict[str, Any]:
@@ -45,7 +45,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
         raise UserError(f"checkpoint {str(path)!r} cannot be read safely: it is damaged or holds "
                         "objects other than tensors and plain values") from None
     except Exception as exc:  # corrupt or foreign file
-        raise UserError(f"checkpoint {str(path)!r} cannot be read: {_first_line(exc)}") from None
+        raise load_error("checkpoint", path, exc) from None
     if not isinstance(state, dict):
         raise UserError(f"checkpoint {str(path)!r} holds a {type(state).__name__}, not a checkpoint")
     return state

@@ -39,5 +39,6 @@ class TrainConfig:
         check_range("momentum", self.momentum, 0, 1, high_open=True)
         check_range("weight_decay", self.weight_decay, 0)
         check_range("warmup_epochs", self.warmup_epochs, 0, self.epochs)
+        check_range("lr_gamma", self.lr_gamma, 0, 1, low_open=True)
         for milestone in self.lr_milestones:
             check_range("lr_milestones", milestone, 0, 1)

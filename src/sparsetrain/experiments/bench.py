@@ -57,7 +57,7 @@ from sparsetrain.engine import TrainConfig
 from sparsetrain.errors import DivergedError, RunHeldError, UserError
 from sparsetrain.config import from_dict
 from sparsetrain.experiments.pruning import LotteryChain, LotteryConfig, TicketRun, run_lottery_chain, ticket_levels
-from sparsetrain.experiments.spec import ExperimentConfig, RunSpec, allowed_keys, build_spec
+from sparsetrain.experiments.spec import ExperimentConfig, RunSpec, allowed_keys, build_spec, method_keys
 from sparsetrain.experiments.process import exit_with_parent, interrupt_on_terminate, parent_alive
 from sparsetrain.experiments.store import ResultsStore
 
@@ -145,6 +145,24 @@ def list_presets() -> list[str]:
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
+def preset_summary(name: str) -> str:
+    """One line about preset ``name``: the first sentence of its leading comment, else its axes."""
+    text = (resources.files("sparsetrain.experiments") / "presets" / f"{name}.yaml").read_text("utf-8")
+    comment = []
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        comment.append(line.strip("# ").strip())
+    words = " ".join(comment)
+    if words.startswith("sparsetrain bench") and ": " in words:
+        words = words.split(": ", 1)[1]
+    sentence = words.split(". ")[0].split(", for data on disk")[0].split(" Needs ")[0].rstrip(".:,")
+    if sentence:
+        return sentence if len(sentence) <= 110 else sentence[:107].rsplit(" ", 1)[0] + " ..."
+    grid = yaml.safe_load(text) or {}
+    return ", ".join(f"{key}: {len(grid[key])}" for key in ("methods", "densities", "seeds") if grid.get(key))
+
+
 def read_grid(path: str | os.PathLike[str] | None = None, preset: str | None = None) -> dict[str, Any]:
     """The grid mapping of a YAML file or of a shipped preset; a bad file is a UserError."""
     if preset is not None:
@@ -221,7 +239,7 @@ def expand_grid(grid: Mapping[str, Any], where: str = "grid") -> list[GridRun]:
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise UserError(f"{where}: seeds must be whole numbers; got {seed!r}")
     shared = {f.name for cls in (ExperimentConfig, TrainConfig) for f in dataclasses.fields(cls)}
-    any_method = shared.union(*(allowed_keys(m) for m in METHODS.names()))
+    any_method = shared.union(*(allowed_keys(m) for m in METHODS.names())) | method_keys()
 
     runs: list[GridRun] = []
     for seed in seeds:

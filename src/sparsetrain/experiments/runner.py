@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -10,7 +11,7 @@ import torch
 from tqdm.auto import tqdm
 
 from sparsetrain import analysis
-from sparsetrain.data import load
+from sparsetrain.data import check_splits, load
 from sparsetrain.engine import Callback, Trainer
 from sparsetrain.engine.trainer import resolve_device
 from sparsetrain.errors import DivergedError
@@ -49,23 +50,36 @@ class RecordCallback(Callback):
 
 
 class ProgressCallback(Callback):
-    """A tqdm bar over epochs showing the latest loss and accuracies."""
+    """A tqdm bar over epochs showing the latest loss and accuracies; when stderr is not a
+    terminal (a log file, a pipe), one plain line per epoch instead of redrawn frames."""
 
-    def __init__(self, label: str, enabled: bool = True) -> None:
+    def __init__(self, label: str, enabled: bool = True, stream: Any = None) -> None:
         self.label, self.enabled, self.bar = label, enabled, None
+        self.stream = stream if stream is not None else sys.stderr
+        self.lines = not getattr(self.stream, "isatty", lambda: False)()
 
     def on_fit_start(self, trainer: Trainer) -> None:
+        if self.lines:
+            return
         self.bar = tqdm(total=trainer.config.epochs, initial=trainer.epoch, desc=self.label,
-                        disable=not self.enabled, leave=False, dynamic_ncols=True)
+                        disable=not self.enabled, leave=False, dynamic_ncols=True, file=self.stream)
 
     def on_epoch_end(self, trainer: Trainer) -> None:
         m = trainer.history[-1]
-        self.bar.set_postfix(loss=f"{m['train_loss']:.3f}", val=f"{m.get('val_acc', float('nan')):.3f}",
-                             test=f"{m['test_acc']:.3f}")
+        stats = {"loss": f"{m['train_loss']:.3f}", "val": f"{m.get('val_acc', float('nan')):.3f}",
+                 "test": f"{m['test_acc']:.3f}"}
+        if self.lines:
+            if self.enabled:
+                shown = "  ".join(f"{k} {v}" for k, v in stats.items())
+                print(f"{self.label}: epoch {trainer.epoch}/{trainer.config.epochs}  {shown}",
+                      file=self.stream, flush=True)
+            return
+        self.bar.set_postfix(**stats)
         self.bar.update(1)
 
     def on_fit_end(self, trainer: Trainer) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
 
 
 def run(spec: RunSpec, *, root: str | Path, store: ResultsStore, resume: bool = False,
@@ -83,6 +97,7 @@ def run(spec: RunSpec, *, root: str | Path, store: ResultsStore, resume: bool = 
     run_id = store.run_id(spec.config_hash, exp.seed)
     data = load(exp.dataset, seed=exp.seed, val_fraction=exp.val_fraction, data_dir=exp.data_dir,
                 **(exp.dataset_options or {}))
+    check_splits(data, f"dataset {exp.dataset!r}" + (f" in {exp.data_dir!r}" if exp.data_dir else ""))
     context = scenario_context(spec, data, root)
     data = apply_scenarios(data, exp, context)
     torch.manual_seed(exp.seed)

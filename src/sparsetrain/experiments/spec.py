@@ -12,7 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from sparsetrain.algorithms import METHODS, config_class
-from sparsetrain.config import check_range, config_hash, from_dict, option, to_dict, validate_choices
+from sparsetrain.config import (
+    canonical_names, check_range, config_hash, from_dict, note_once, option, to_dict, unknown_key,
+    validate_choices,
+)
 from sparsetrain.data import DATASETS, path_in_identity
 from sparsetrain.engine import TrainConfig
 from sparsetrain.errors import ConfigError
@@ -76,6 +79,7 @@ class ExperimentConfig:
         METHODS.get(self.method)
         MODELS.get(self.model)
         DATASETS.get(self.dataset)
+        check_range("seed", self.seed, 0, 2**32, high_open=True)
         check_range("val_fraction", self.val_fraction, 0, 1, high_open=True)
         validate_choices(self)
         check_range("label_noise", self.label_noise, 0, 1, high_open=True)
@@ -117,15 +121,35 @@ def allowed_keys(method: str) -> list[str]:
     return sorted(f.name for f in config_fields(method))
 
 
+def method_keys() -> set[str]:
+    """Every key some method's config has (and their old spellings), e.g. density, ranking."""
+    keys = {"sparsity"}
+    for name in METHODS.names():
+        cls = config_class(name)
+        keys.update(f.name for f in dataclasses.fields(cls))
+        keys.update(getattr(cls, "renamed", {}))
+    return keys
+
+
 def build_spec(values: dict[str, Any], where: str = "config") -> RunSpec:
-    """Validate a flat mapping into a `RunSpec`; an unknown key or bad value is a ConfigError."""
+    """Validate a flat mapping into a `RunSpec`; an unknown key or bad value is a ConfigError.
+
+    Old key spellings are renamed (see `canonical_names`); a method without sparsity
+    (dense) ignores the options of sparse methods, saying so once, so that one config can
+    loop over methods.
+    """
     method = values.get("method", ExperimentConfig.method)
     method_class = config_class(str(method))
+    values = canonical_names(method_class, values, where)
     allowed = allowed_keys(str(method))
+    if "density" not in allowed:
+        ignored = sorted((set(values) - set(allowed)) & method_keys())
+        if ignored:
+            note_once(f"method {method!r} has no sparsity options; ignoring {', '.join(ignored)}")
+            values = {k: v for k, v in values.items() if k not in ignored}
     unknown = sorted(set(values) - set(allowed))
     if unknown:
-        raise ConfigError(f"unknown {where} key {unknown[0]!r} for method {method!r}; "
-                          f"allowed keys: {', '.join(allowed)}")
+        raise unknown_key(where, unknown[0], allowed, suffix=f" for method {method!r}")
 
     def part(cls: type) -> Any:
         names = {f.name for f in dataclasses.fields(cls)}

@@ -7,9 +7,11 @@ The database is in WAL mode, so readers (reports) never block a writing training
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
+import shutil
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -99,6 +101,30 @@ def to_json(value: Any) -> str:
     non-finite numbers to null (see `finite`)."""
     return json.dumps(finite(value), default=json_default, sort_keys=True, separators=(",", ":"),
                       allow_nan=False)
+
+
+def store_error(path: Path, exc: BaseException) -> UserError:
+    """One sentence for a store SQLite cannot open or write: a full disk says so."""
+    text = str(exc)
+    if "full" in text or "disk I/O" in text or getattr(exc, "errno", None) == errno.ENOSPC:
+        try:
+            free = shutil.disk_usage(path.parent).free
+        except OSError:
+            free = 0
+        if "full" in text or free < 1 << 20:
+            return UserError(f"no space left on {str(path.parent)!r} (writing {path.name}); "
+                             "free some space and run again")
+        return UserError(f"cannot write the results store {str(path)!r}: {text}")
+    return UserError(f"{str(path)!r} is not a results store: {text}")
+
+
+def run_reference(text: str) -> str:
+    """A run id or prefix from what a user types: ``<hash>/seed_0``, or the run folder that
+    `train` prints (``runs/<hash>/seed_0``, absolute or with a trailing slash)."""
+    parts = [p for p in str(text).replace("\\", "/").split("/") if p not in ("", ".")]
+    if len(parts) >= 2 and parts[-1].startswith("seed_"):
+        return "/".join(parts[-2:])
+    return str(text)
 
 
 class ResultsStore:
@@ -228,10 +254,11 @@ class ResultsStore:
     def find_run(self, prefix: str, *, finished: bool = False) -> dict[str, Any]:
         """The one run whose id starts with ``prefix``; a UserError when none or several match
         (or, with ``finished``, when that run has not finished)."""
+        prefix = run_reference(prefix)
         matches = [r for r in self.runs(status=None) if r["run_id"].startswith(prefix)]
         if len(matches) != 1:
-            found = "no run" if not matches else f"{len(matches)} runs"
-            raise UserError(f"{found} matches {prefix!r}; give more of the run id (see `sparsetrain report`)")
+            found = "no run matches" if not matches else f"{len(matches)} runs match"
+            raise UserError(f"{found} {prefix!r}; give more of the run id (see `sparsetrain report`)")
         if finished and matches[0]["status"] != "finished":
             raise UserError(f"run {matches[0]['run_id']} is {matches[0]['status']}, not finished")
         return matches[0]
@@ -360,20 +387,25 @@ class ResultsStore:
                 db.execute("ROLLBACK")
             db.close()
             if isinstance(exc, sqlite3.DatabaseError):
-                raise UserError(f"{self.path} is not a results store: {exc}") from exc
+                raise store_error(self.path, exc) from None
             raise
         return db
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         db = self._conn
-        db.execute("BEGIN IMMEDIATE")
         try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            if "full" in str(exc) or "disk I/O" in str(exc):  # ENOSPC, as SQLite reports it
+                raise store_error(self.path, exc) from None
             raise
-        db.execute("COMMIT")
 
 
 def _decode_run(row: sqlite3.Row) -> dict[str, Any]:

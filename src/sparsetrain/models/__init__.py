@@ -58,7 +58,36 @@ def create(
     shape = default_input_shape(name) if input_shape is None else tuple(int(s) for s in input_shape)
     if not shape or any(s < 1 for s in shape):
         raise UserError(f"input_shape must be positive sizes without the batch dim, got {shape}")
+    check_size(name, shape, num_classes, opts)
     return builder(input_shape=shape, num_classes=num_classes, **opts)
+
+
+MAX_PARAMETERS = 1_000_000_000
+"""The largest model `create` builds (4 GB of float32 weights, before gradients and state)."""
+
+
+def check_size(name: str, input_shape: tuple[int, ...], num_classes: int, opts: dict[str, Any]) -> int:
+    """Build ``name`` on the meta device (no memory) and return its parameter count; options
+    that cannot build a model, or a model over `MAX_PARAMETERS`, are a UserError."""
+    import torch
+
+    shown = ", ".join(f"{k}={v!r}" for k, v in opts.items()) or "defaults"
+    try:
+        with torch.device("meta"):
+            probe = MODELS.get(name)(input_shape=input_shape, num_classes=num_classes, **opts)
+    except UserError:
+        raise
+    except NotImplementedError:  # an operation without a meta kernel: build for real instead
+        return -1
+    except (TypeError, ValueError, RuntimeError, OverflowError, IndexError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"model {name!r} cannot be built with model_options {shown} "
+                        f"and input shape {input_shape}: {reason[:200]}") from None
+    count = sum(p.numel() for p in probe.parameters())
+    if count > MAX_PARAMETERS:
+        raise UserError(f"model {name!r} with model_options {shown} has {count:.3g} parameters; "
+                        f"at most 1e9 are allowed (choose smaller widths/channels)")
+    return count
 
 
 # Importing the model modules registers them; they import register_model from above.

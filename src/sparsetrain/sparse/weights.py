@@ -153,7 +153,7 @@ def dense_model(model: nn.Module, weights: list[SparseWeight]) -> nn.Module:
     return model
 
 
-BACKENDS: Registry = Registry("backend")
+BACKENDS: Registry = Registry("backend", provider="sparsetrain.backends")
 """Backend name -> ``factory(model, parameter_name) -> SparseWeight``. A factory whose
 backend saves layers in its own state-dict format also has ``dense_state(state, shapes)``
 (see `dense_state`)."""

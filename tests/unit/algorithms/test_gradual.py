@@ -30,7 +30,7 @@ def test_gmp_global_density_after_every_step_is_the_cubic_formula(d_i):
     model = _model()
     original = {n: p.detach().clone() for n, p in model.named_parameters()}
     method = GMP(model, None, density=0.1, initial_density=d_i, total_steps=40, update_interval=4,
-                 start_fraction=0.1, end_fraction=0.8, allocation="global")
+                 start_fraction=0.1, stop_fraction=0.8, ranking="global")
     # t0 = 4, end = 32, n = (32 - 4) // 4 = 7 pruning steps: 8, 12, ..., 32
     assert (method.pruning.start, method.pruning.end, method.pruning.rounds) == (4, 32, 7)
     n_total = 84
@@ -47,8 +47,8 @@ def test_gmp_global_density_after_every_step_is_the_cubic_formula(d_i):
 
 
 def test_gmp_layer_wise_counts_follow_the_distribution_at_each_pruning_step():
-    method = GMP(_model(), None, density=0.2, total_steps=20, update_interval=2, end_fraction=0.5,
-                 allocation="layer", distribution="uniform")
+    method = GMP(_model(), None, density=0.2, total_steps=20, update_interval=2, stop_fraction=0.5,
+                 ranking="layer", distribution="uniform")
     shapes = {"0.weight": (6, 10), "1.weight": (4, 6)}
     assert method.config.distribution == "uniform"
     for t in range(1, 21):
@@ -71,8 +71,8 @@ def test_gmp_interval_in_epochs():
 def test_gmp_config_and_schedule_errors():
     with pytest.raises(ConfigError, match="initial_density"):
         GMP(_model(), None, density=0.5, initial_density=0.4, total_steps=10)
-    with pytest.raises(ConfigError, match="end_fraction must be greater"):
-        GMP(_model(), None, density=0.5, start_fraction=0.5, end_fraction=0.5, total_steps=10)
+    with pytest.raises(ConfigError, match="stop_fraction must be greater"):
+        GMP(_model(), None, density=0.5, start_fraction=0.5, stop_fraction=0.5, total_steps=10)
     with pytest.raises(UserError, match="needs total_steps"):
         GMP(_model(), None, density=0.5)
     with pytest.raises(UserError, match="leaves no pruning step"):
@@ -85,7 +85,7 @@ def test_granet_prunes_to_the_schedule_then_drops_by_magnitude_and_regrows_by_gr
     with torch.no_grad():
         layer.weight.copy_(torch.randperm(20).float().add(1).view(4, 5))  # distinct magnitudes 1..20
     method = GraNet(layer, None, density=0.25, initial_density=0.5, total_steps=4, update_interval=1,
-                    end_fraction=0.5, drop_fraction=0.5)
+                    prune_stop_fraction=0.5, drop_fraction=0.5)
     w = method.weights[0]
     assert w.active == 10  # random init at density 0.5
     before = w.mask.clone()

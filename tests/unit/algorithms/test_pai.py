@@ -85,7 +85,7 @@ def test_synflow_iterates_100_rounds_on_an_exponential_schedule_and_ignores_the_
 
 def test_linear_round_schedule_and_layer_allocation():
     method = create("pai", _model(), density=0.25, criterion="magnitude", rounds=2,
-                    round_schedule="linear", allocation="layer", distribution="uniform")
+                    round_schedule="linear", ranking="layer", distribution="uniform")
     assert method.round_density(1) == pytest.approx(0.625)
     original = _model()
     method.prepare(None)
@@ -96,10 +96,10 @@ def test_linear_round_schedule_and_layer_allocation():
 
 
 def test_state_dict_restores_prepared_targets():
-    method = create("pai", _model(), density=0.3, criterion="magnitude", allocation="global")
+    method = create("pai", _model(), density=0.3, criterion="magnitude", ranking="global")
     method.prepare(None)
     state = method.state_dict()
-    fresh = PaI(_model(), density=0.3, criterion="magnitude", allocation="global")
+    fresh = PaI(_model(), density=0.3, criterion="magnitude", ranking="global")
     fresh.load_state_dict(state)
     assert fresh.prepared and fresh.current_targets() == method.current_targets()
     fresh.prepare(iter(_batches()))  # no-op after a resume

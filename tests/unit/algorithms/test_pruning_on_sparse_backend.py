@@ -82,7 +82,7 @@ def test_snip_masks_match_and_are_the_top_of_grad_times_weight():
 @pytest.mark.parametrize("name, options", [
     ("grasp", {}),
     ("synflow", {"rounds": 3}),
-    ("pai", {"criterion": "taylor", "allocation": "layer", "distribution": "erk"}),
+    ("pai", {"criterion": "taylor", "ranking": "layer", "distribution": "erk"}),
 ])
 def test_pruning_at_init_masks_match(name, options):
     _assert_same(_run(name, "masked", steps=2, density=0.3, **options),
@@ -90,14 +90,14 @@ def test_pruning_at_init_masks_match(name, options):
 
 
 def test_gmp_masks_values_and_momentum_match_through_training():
-    options = dict(density=0.25, update_interval=2, end_fraction=0.8, allocation="global")
+    options = dict(density=0.25, update_interval=2, stop_fraction=0.8, ranking="global")
     masked, sparse = _run("gmp", "masked", steps=8, **options), _run("gmp", "sparse", steps=8, **options)
     assert sum(w.active for w in sparse[0].weights) == round(0.25 * sum(w.numel for w in sparse[0].weights))
     _assert_same(masked, sparse)
 
 
 def test_granet_masks_match_through_pruning_and_regrowth():
-    options = dict(density=0.2, initial_density=0.6, update_interval=2, end_fraction=0.8)
+    options = dict(density=0.2, initial_density=0.6, update_interval=2, prune_stop_fraction=0.8)
     _assert_same(_run("granet", "masked", steps=8, **options), _run("granet", "sparse", steps=8, **options))
 
 
@@ -109,7 +109,7 @@ def test_after_training_masks_match(name):
 
 
 def test_masked_checkpoint_loads_into_sparse_layers_and_rewinds(tmp_path):
-    trained, _ = _run("gmp", "masked", steps=8, density=0.5, update_interval=2, end_fraction=0.8)
+    trained, _ = _run("gmp", "masked", steps=8, density=0.5, update_interval=2, stop_fraction=0.8)
     torch.save({"model": trained.model.state_dict()}, tmp_path / "last.pt")  # dense weights + weight_mask
     start = _model().state_dict()
     runs = {b: _run("imp", b, density=0.25, checkpoint=str(tmp_path / "last.pt"), rewind_to="init")
@@ -153,7 +153,7 @@ def test_every_criterion_scores_sparse_weights_as_masked_ones_mid_training(crite
 def test_sparse_checkpoint_loads_like_the_masked_one(tmp_path):
     """A sparse-backend run's checkpoint (CSR entries) prunes to the same masks as the masked
     run's checkpoint of the same training, on both backends."""
-    options = dict(density=0.5, update_interval=2, end_fraction=0.8)
+    options = dict(density=0.5, update_interval=2, stop_fraction=0.8)
     for backend in ("masked", "sparse"):
         trained, _ = _run("gmp", backend, steps=8, **options)
         torch.save({"model": trained.model.state_dict()}, tmp_path / f"{backend}.pt")

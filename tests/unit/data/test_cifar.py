@@ -1,5 +1,6 @@
 """CIFAR-10/100 readers: round trip of tiny batches, checksums, the restricted unpickler, clear errors."""
 
+import io
 import os
 import pickle
 
@@ -32,7 +33,7 @@ def make_cifar10(root, protocol=3):
     return folder, images, np.array(labels)
 
 
-@pytest.mark.parametrize("protocol", [3, 4, 5])
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])  # 2: bytes through _codecs.encode
 def test_cifar10_round_trip(tmp_path, protocol):
     _, images, labels = make_cifar10(tmp_path, protocol)
     s = load("cifar10", data_dir=str(tmp_path), val_fraction=0.0, verify=False, normalize=False)
@@ -98,11 +99,35 @@ def test_malicious_pickle_is_refused_without_running(tmp_path):
     ({b"data": np.float64(1.5)}, r"numpy\._core\.multiarray\.scalar"),  # a numpy scalar, not an array
     ({b"data": {1, 2}}, r"builtins\.set"),
     ({b"data": eval}, r"builtins\.eval"),
-    ({b"data": 1}, r"_codecs\.encode"),  # Python 3 writes bytes under protocol 2 through a call
 ])
 def test_restricted_unpickler_refuses_every_other_global(tmp_path, payload, refused):
     path = tmp_path / "batch"
-    path.write_bytes(pickle.dumps(payload, protocol=2 if "_codecs" in refused else 3))
+    path.write_bytes(pickle.dumps(payload, protocol=3))
+    with pytest.raises(UserError, match=f"its pickle asks for {refused},"):
+        cifar.read_batch(path, "labels", 10)
+
+
+def _encode_call(text: bytes, encoding: bytes) -> bytes:
+    """A protocol-2 pickle of ``_codecs.encode(text, encoding)``, written opcode by opcode."""
+    unicode = lambda s: b"X" + len(s).to_bytes(4, "little") + s  # noqa: E731  (BINUNICODE)
+    return b"\x80\x02c_codecs\nencode\n" + unicode(text) + unicode(encoding) + b"\x86R."
+
+
+def test_protocol_2_bytes_are_read_through_latin1_only():
+    """Python 3's protocol 2 writes bytes as _codecs.encode(str, 'latin1'): that one form is
+    accepted; any other codec through the same global is refused."""
+    assert pickle.loads(_encode_call(b"ab\xc3\xa9", b"latin1")) == "abé".encode("latin1")  # what pickle does
+    assert cifar.RestrictedUnpickler(io.BytesIO(_encode_call(b"ab\xc3\xa9", b"latin1"))).load() == \
+        "abé".encode("latin1")
+    for codec in (b"utf-8", b"rot13", b"base64"):
+        with pytest.raises(cifar.ForbiddenGlobal, match="_codecs.encode with str"):
+            cifar.RestrictedUnpickler(io.BytesIO(_encode_call(b"abc", codec))).load()
+
+
+def test_protocol_2_encode_of_a_non_string_is_refused(tmp_path):
+    path = tmp_path / "batch"
+    path.write_bytes(b"\x80\x02c_codecs\nencode\nK\x07X\x06\x00\x00\x00latin1\x86R.")  # encode(7, 'latin1')
+    refused = "_codecs.encode with int and 'latin1'"
     with pytest.raises(UserError, match=f"its pickle asks for {refused},"):
         cifar.read_batch(path, "labels", 10)
 

@@ -112,7 +112,7 @@ def test_cifar10_hard_snip_keeps_the_snip_layer_ratios_at_random_positions_as_th
     grid["base"]["dataset"] = "digits"
     snips = [r for r in expand_grid(grid, where="cifar10-hard")
              if not isinstance(r, LotteryGrid) and r.spec.experiment.method == "snip"]
-    assert snips and {r.spec.method.allocation for r in snips} == {"ratios"}
+    assert snips and {r.spec.method.ranking for r in snips} == {"ratios"}
     options = {k: v for k, v in grid["method_options"]["snip"].items()}
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(10, 12), nn.ReLU(), nn.Linear(12, 4))
