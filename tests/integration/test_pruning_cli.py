@@ -25,7 +25,7 @@ def test_prune_fine_tunes_a_finished_run_and_the_report_shows_it(tmp_path, capsy
     assert main(["train", "--method", "dense", "--out", str(out)] + FAST) == 0
     (parent,) = _rows(out, "SELECT run_id FROM runs")
     capsys.readouterr()
-    assert main(["prune", parent[0][:6], "--method", "lamp", "--density", "0.2", "--finetune-epochs", "1",
+    assert main(["prune", parent[0][:6], "--method", "prune-lamp", "--density", "0.2", "--finetune-epochs", "1",
                  "--out", str(out), "--no-progress"]) == 0
     assert "prune-lamp" in capsys.readouterr().out
     (child,) = _rows(out, "SELECT run_id, method, density FROM runs WHERE method = 'prune-lamp'")
@@ -34,10 +34,10 @@ def test_prune_fine_tunes_a_finished_run_and_the_report_shows_it(tmp_path, capsy
     assert main(["report", "--out", str(out)]) == 0
     report = capsys.readouterr().out
     assert any(line.split()[1:3] == ["prune-lamp", "0.2"] for line in report.splitlines())
-    assert main(["prune", parent[0][:6], "--method", "lamp", "--density", "1.5", "--out", str(out)]) == 2
+    assert main(["prune", parent[0][:6], "--method", "prune-lamp", "--density", "1.5", "--out", str(out)]) == 2
     assert "density must be in (0, 1]" in capsys.readouterr().err
-    assert main(["prune", "zzz", "--method", "lamp", "--density", "0.5", "--out", str(out)]) == 2
-    assert main(["prune", parent[0][:6], "--method", "lamp", "--density", "0.2", "--finetune-epochs", "1",
+    assert main(["prune", "zzz", "--method", "prune-lamp", "--density", "0.5", "--out", str(out)]) == 2
+    assert main(["prune", parent[0][:6], "--method", "prune-lamp", "--density", "0.2", "--finetune-epochs", "1",
                  "--lr", "0.01", "--out", str(out), "--no-progress"]) == 0
     runs = [r[0] for r in _rows(out, "SELECT run_id FROM runs WHERE method = 'prune-lamp'")]
     capsys.readouterr()

@@ -142,7 +142,7 @@ def test_a_damaged_checkpoint_stops_resume_and_export_with_exit_2(tmp_path, caps
     assert main(args) == 2  # a segfault (exit 139) before the checks
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(path) in err[0] and "column index 100000" in err[0]
-    assert main(["export", run_id[:8], "--out", str(out), "--to", str(tmp_path / "exp")]) == 2
+    assert main(["export", run_id[:8], "--out", str(out), "--dest", str(tmp_path / "exp")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(path) in err[0]
     assert not (tmp_path / "exp").exists()
