@@ -110,6 +110,8 @@ def test_cifar10_hard_snip_keeps_the_snip_layer_ratios_at_random_positions_as_th
     from sparsetrain.algorithms import create
     grid = read_grid(preset="cifar10-hard")
     grid["base"]["dataset"] = "digits"
+    grid.update(seeds=[0], densities=[0.1], scenarios={"clean": {}}, methods=["snip"],  # the snip cells only
+                method_options={"snip": grid["method_options"]["snip"]})
     snips = [r for r in expand_grid(grid, where="cifar10-hard")
              if not isinstance(r, LotteryGrid) and r.spec.experiment.method == "snip"]
     assert snips and {r.spec.method.ranking for r in snips} == {"ratios"}

@@ -176,15 +176,15 @@ def test_soup_of_batch_norm_runs_recalibrates_by_default_as_sms(tmp_path):
     from sparsetrain.experiments.pruning import _rebuild, read_weights, run_dir_of, soup_runs
 
     store = ResultsStore(tmp_path / "results.db")
-    base = {"model": "preactresnet18", "model_options": {"width": 2}, "dataset": "digits", "epochs": 1,
-            "batch_size": 64, "device": "cpu", "method": "dense"}
+    base = {"model": "vgg11", "model_options": {"width": 0.0625}, "dataset": "digits", "epochs": 1,
+            "batch_size": 512, "device": "cpu", "method": "dense"}
     runs = [run(build_spec({**base, "lr": lr}), root=tmp_path, store=store, **QUIET) for lr in (0.01, 0.05)]
     refs = [r["run_id"] for r in runs]
     averaged = uniform_soup([read_weights(run_dir_of(tmp_path, r).last_checkpoint) for r in runs])
     # by hand: the average, then the statistics re-estimated on the unshuffled training batches
     _, model, _ = _rebuild(runs[0])
     model.load_state_dict(averaged)
-    recalibrate_bn(model, [x for x, _ in batches(load("digits", seed=0, val_fraction=0.1).train, 64, shuffle=False)])
+    recalibrate_bn(model, [x for x, _ in batches(load("digits", seed=0, val_fraction=0.1).train, 512, shuffle=False)])
     stats = [k for k in averaged if k.endswith(("running_mean", "running_var"))]
     assert stats
     for recalibrate, expected in ((True, model.state_dict()), (False, averaged)):
