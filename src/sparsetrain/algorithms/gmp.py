@@ -82,7 +82,7 @@ class GradualPruning:
                             f"between start ({start}) and the end of training ({self.total_steps})")
         rounds = max(1, (end - start) // interval)
         warn_few_updates(self.name, "pruning step", rounds, interval, start + rounds * interval,
-                         self.total_steps, "end_fraction")
+                         self.total_steps, "stop_fraction")
         return CubicSchedule(cfg.initial_density, cfg.density, start, interval, rounds)
 
     def init_masks(self) -> None:

@@ -44,7 +44,7 @@ def test_two_updates_are_not_warned_about(method):
 
 def test_gradual_pruning_warns_when_it_prunes_only_once():
     # end = 75 of 100 steps, interval 50: one pruning step (at 50), i.e. one-shot pruning
-    with pytest.warns(SparsetrainWarning, match=r"gmp: 1 pruning step in this run .*until step 50 of 100\).*end_fraction"):
+    with pytest.warns(SparsetrainWarning, match=r"gmp: 1 pruning step in this run .*until step 50 of 100\).*stop_fraction"):
         _make("gmp", total_steps=100, update_interval=50)
 
 
