@@ -27,7 +27,7 @@ LAYER_COLUMNS: list[tuple[str, str]] = [
 ]
 
 _STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: min(95vw, 1600px); color: #222; }
 table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
 th, td { border-bottom: 1px solid #ddd; padding: 0.25em 0.8em; text-align: left; }
 th { background: #f4f4f4; }

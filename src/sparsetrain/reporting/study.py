@@ -148,7 +148,7 @@ def plot_layer_densities(runs: Sequence[Mapping[str, Any]], path: str | os.PathL
     panels = sorted(merged) or [("", 0.0)]
     cols = min(3, len(panels))
     rows = math.ceil(len(panels) / cols)
-    fig = Figure(figsize=(5.0 * cols, 3.9 * rows), layout="constrained")
+    fig = Figure(figsize=(6.6 * cols, 3.9 * rows), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax, panel in zip(axes, panels):
