@@ -409,7 +409,6 @@ def test_disk_full_at_start_names_the_folder_not_a_broken_store(tmp_path, monkey
 
 
 @pytest.mark.parametrize("argv, needle", [
-    (["train", "--lr", "inf", "--model", "mlp"], "lr must be a finite number"),
     (["train", "--model-options", "{widths: !!python/tuple [8]}"], "is not allowed"),
     (["bench", "--methods", "dense", "--data-dir", "nowhere"], "--data-dir 'nowhere' is not a folder"),
 ])

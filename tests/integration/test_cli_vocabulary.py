@@ -179,6 +179,8 @@ def test_quickstart_rerun_says_skipped_not_training(tmp_path, monkeypatch):
 
     monkeypatch.setattr(quickstart, "METHODS", ("dense", "static"))
     monkeypatch.setitem(quickstart.SETTINGS, "batch_size", 256)
+    monkeypatch.setitem(quickstart.SETTINGS, "model", "mlp")  # small and quick: the messages are the point
+    monkeypatch.setitem(quickstart.SETTINGS, "dataset", "digits")
     monkeypatch.setattr(quickstart, "plot_comparison", lambda runs, path: path)
     monkeypatch.setattr(quickstart, "write_study_report", lambda runs, path, **kw: path)
     first, second = [], []
