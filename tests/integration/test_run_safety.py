@@ -175,7 +175,10 @@ open({str(tmp_path / 'ready')!r}, 'w').close()
 try:
     time.sleep(60)
 except KeyboardInterrupt:
-    open({str(tmp_path / 'ended')!r}, 'w').write(str(process.parent_alive(int(sys.argv[1]))))
+    # written whole, then renamed: the test never reads a half-written file
+    with open({str(tmp_path / 'ended.tmp')!r}, 'w') as f:
+        f.write(str(process.parent_alive(int(sys.argv[1]))))
+    os.replace({str(tmp_path / 'ended.tmp')!r}, {str(tmp_path / 'ended')!r})
 """
     parent = f"""
 import os, subprocess, sys, time
@@ -190,6 +193,7 @@ time.sleep(60)
         time.sleep(0.05)
     proc.kill()
     proc.wait()
+    deadline = time.monotonic() + 30
     while not (tmp_path / "ended").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     try:
