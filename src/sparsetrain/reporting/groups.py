@@ -119,22 +119,32 @@ def experiment_groups(runs: Sequence[Run]) -> list[dict[str, Any]]:
 
 
 def diff_keys(rows: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Configuration keys that tell rows apart beyond setup, scenario, method and density:
-    keys two rows of the same setup and scenario both hold with different values, or that
-    one row of a method holds and another row of that method lacks (a run stored before
-    the option existed)."""
-    keys: list[str] = []
+    """Configuration keys that tell rows apart beyond setup, scenario, method and density.
+    Within one setup and scenario, a key counts when two rows of the same method hold it with
+    different values, or one of them lacks it (a run stored before the option existed); across
+    methods only when every sparse row holds the key (e.g. ``epochs``, ``distribution``), so a
+    method's own options (RigL's ``update_interval`` beside MEST's) do not read as a difference
+    between two experiments."""
+    keys: set[str] = set()
     panels: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
     for row in rows:
         panels.setdefault((row["setup"], row["scenario"]), []).append(row)
     for panel in panels.values():
+        sparse = [row for row in panel if row["method"] != DENSE] or panel
+        shared = set.intersection(*(set(row["config"]) for row in sparse))
         for row in panel:
             for key, value in row["config"].items():
                 if key in LABEL_KEYS or key in keys:
                     continue
-                if any(_canonical(other["config"][key]) != _canonical(value) if key in other["config"]
-                       else other["method"] == row["method"] for other in panel):
-                    keys.append(key)
+                for other in panel:
+                    if key not in other["config"]:
+                        differs = other["method"] == row["method"]
+                    else:
+                        differs = _canonical(other["config"][key]) != _canonical(value) and (
+                            other["method"] == row["method"] or key in shared)
+                    if differs:
+                        keys.add(key)
+                        break
     return sorted(keys)
 
 

@@ -43,7 +43,7 @@ def method_color(method: str) -> str:
 def save_png(fig: Figure, path: str | os.PathLike[str], dpi: int) -> Path:
     """Write ``fig`` as a PNG to ``path`` atomically and return the path."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi)
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")  # long labels and outside legends stay whole
     return atomic_write_bytes(path, buffer.getvalue())
 
 

@@ -110,3 +110,21 @@ def test_a_run_stored_before_an_option_existed_is_its_own_row_and_the_option_a_c
     rows, columns = comparison_rows(store.runs())
     assert ("config.stop_fraction", "stop_fraction") in columns
     assert sorted((r["config.stop_fraction"], r["test_acc"]) for r in rows) == [("-", "40.00"), ("0.75", "50.00")]
+
+
+def test_a_methods_own_options_are_not_a_difference_between_two_methods():
+    from sparsetrain.reporting.groups import diff_keys
+
+    def row(method, **config):
+        return {"setup": "mnist1d/cnn1d", "scenario": "clean", "method": method, "config": config}
+
+    quickstart = [row("dense", epochs=60), row("static", epochs=60, distribution="erk"),
+                  row("rigl", epochs=60, distribution="erk", update_interval=25),
+                  row("mest", epochs=60, distribution="erk", update_interval=5)]
+    assert diff_keys(quickstart) == []  # RigL's 25 and MEST's 5 are each method's own setting
+    two_rigls = quickstart + [row("rigl", epochs=60, distribution="erk", update_interval=100)]
+    assert diff_keys(two_rigls) == ["update_interval"]
+    other_allocation = quickstart + [row("set", epochs=60, distribution="uniform", update_interval=25)]
+    assert diff_keys(other_allocation) == ["distribution"]  # every sparse row holds it
+    longer = quickstart + [row("static", epochs=30, distribution="erk")]
+    assert diff_keys(longer) == ["epochs"]
