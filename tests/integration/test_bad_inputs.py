@@ -350,8 +350,7 @@ def run_case(tmp: Path, argv: list[str], setup, capsys) -> tuple[int, str]:
 
 
 @pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("SPARSETRAIN_CACHE", str(tmp_path / "cache"))
+def _cache(private_cache, monkeypatch):
     monkeypatch.setattr("sparsetrain.config._NOTED", set(), raising=False)
 
 

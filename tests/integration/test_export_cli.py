@@ -16,9 +16,7 @@ FAST = ["--model", "mlp", "--dataset", "digits", "--epochs", "1", "--batch-size"
         "--no-progress", "--model-options", "{widths: [32]}", "--update-interval", "3"]
 
 
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("SPARSETRAIN_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 
 def _run_id(out):

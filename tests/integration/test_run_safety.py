@@ -23,9 +23,7 @@ ONE_EPOCH = [*FAST[:5], "1", *FAST[6:]]
 SET = ["train", "--method", "set", "--density", "0.2", "--backend", "sparse", "--update-interval", "3"]
 
 
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("SPARSETRAIN_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 
 def _rows(out):
