@@ -318,6 +318,33 @@ class Sparsifier(Method):
                              for w in self.weights}
         return {name: sum(parts) for name, parts in self.part_targets.items()}
 
+    def by_part(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``tensors`` (weight name -> a tensor of its shape) keyed by logical layer: a fused
+        weight's equal row blocks become ``name[0]``, ``name[1]``, ... (see `join_parts`)."""
+        out = {}
+        for name, tensor in tensors.items():
+            parts = self.parts.get(name, 1)
+            out.update(zip(_part_keys(name, parts), tensor.chunk(parts) if parts > 1 else (tensor,)))
+        return out
+
+    def join_parts(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The inverse of `by_part`: each weight's part tensors stacked back into one."""
+        out = {}
+        for w in self.weights:
+            keys = _part_keys(w.name, self.parts.get(w.name, 1))
+            if keys[0] in tensors:
+                out[w.name] = tensors[keys[0]] if len(keys) == 1 else torch.cat([tensors[k] for k in keys])
+        return out
+
+    def part_target_counts(self) -> dict[str, int]:
+        """The final active count of every logical layer, keyed as `by_part`."""
+        return {key: count for w in self.weights
+                for key, count in zip(_part_keys(w.name, len(self.part_targets[w.name])), self.part_targets[w.name])}
+
+    def part_densities(self, densities: dict[str, float]) -> dict[str, float]:
+        """Per-weight densities (distribution=custom) keyed as `by_part`: each part gets its weight's."""
+        return {key: d for name, d in densities.items() for key in _part_keys(name, self.parts.get(name, 1))}
+
     def initial_scores(self, weight: SparseWeight) -> torch.Tensor:
         """Scores for distribution='scores' (magnitude of the initial weights by default)."""
         return weight.values.abs()

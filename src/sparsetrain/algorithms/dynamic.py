@@ -156,9 +156,22 @@ class DynamicSparsifier(Sparsifier):
             out[w.name] = g.clone() if shared else g
         return out
 
-    def _groups(self) -> list[list[int]]:
-        indices = list(range(len(self.weights)))
-        return [indices] if self.config.ranking == "global" else [[i] for i in indices]
+    def segments(self) -> list[Segment]:
+        """Every logical layer in weight order: a whole weight, or each equal row block of a fused
+        weight (q/k/v of ``in_proj_weight``, an LSTM's gates), which keeps its own count."""
+        out = []
+        for index, w in enumerate(self.weights):
+            parts = len(self.part_targets[w.name])
+            size = w.numel // parts
+            for part, target in enumerate(self.part_targets[w.name]):
+                out.append(Segment(index, part * size, (part + 1) * size, target,
+                                   str(index) if parts == 1 else f"{index}.{part}"))
+        return out
+
+    def _groups(self) -> list[list[Segment]]:
+        """The logical layers ranked together: each alone, or all at once (``ranking=global``)."""
+        segments = self.segments()
+        return [segments] if self.config.ranking == "global" else [[s] for s in segments]
 
     @torch.no_grad()
     def update_topology(self, grads: dict[str, torch.Tensor | None]) -> None:
@@ -167,30 +180,31 @@ class DynamicSparsifier(Sparsifier):
         for group in self._groups():
             self._rewire(group, fraction, grads)
 
-    def _rewire(self, group: list[int], fraction: float, grads: dict) -> None:
-        """Drop and grow in one group of layers (one layer, or all of them for global ranking).
+    def _rewire(self, group: list[Segment], fraction: float, grads: dict) -> None:
+        """Drop and grow in one group of logical layers (one, or all of them for global ranking).
 
-        Positions are flat indices into the group's layers laid end to end, so the selection
+        Positions are flat indices into the group's segments laid end to end, so the selection
         is the same as one over the concatenated dense tensors (ties to the lower position)."""
-        weights = [self.weights[i] for i in group]
-        offsets = [0]
-        for w in weights:
-            offsets.append(offsets[-1] + w.numel)
-        before = [w.active_index() for w in weights]
+        full = {s.index: self.weights[s.index].active_index() for s in group}
+        scores_of = {i: self.drop_scores(self.weights[i], grads.get(self.weights[i].name), b).float().reshape(-1)
+                     for i, b in full.items()}
+        offsets, before, scores = [0], [], []
+        for s in group:
+            lo, hi = s.bounds_in(full[s.index])
+            before.append(full[s.index][lo:hi] - s.lo if s.lo else full[s.index][lo:hi])
+            scores.append(scores_of[s.index][lo:hi])
+            offsets.append(offsets[-1] + s.size)
         active_flat = _cat([b + off if off else b for b, off in zip(before, offsets)])
         active = active_flat.numel()
-        target = sum(self.targets[w.name] for w in weights)
-        n_keep, n_grow = self.plan(active, target, fraction, offsets[-1])
-        scores = _cat([self.drop_scores(w, grads.get(w.name), b).float().reshape(-1)
-                       for w, b in zip(weights, before)])
-        keep = self.select_kept(scores, n_keep, fraction)  # one bool per active weight
+        n_keep, n_grow = self.plan(active, sum(s.target for s in group), fraction, offsets[-1])
+        keep = self.select_kept(_cat(scores), n_keep, fraction)  # one bool per active weight
         n_grow += n_keep - int(keep.sum())  # a rule that keeps fewer grows more, to the same count
         kept, dropped = _split(active_flat, keep)
         excluded = kept if self.grow_from_kept_complement else active_flat
         first = active_flat.new_zeros(0)
         if self.config.grow_unactivated_only:
-            retired = _cat([self.retired[w.name].positions().to(active_flat.device) + off
-                            for w, off in zip(weights, offsets)])
+            retired = _cat([_slice(self.retired[self.weights[s.index].name].positions().to(active_flat.device),
+                                   s.lo, s.hi) - s.lo + off for s, off in zip(group, offsets)])
             explored = torch.sort(torch.cat([active_flat, retired])).values
             if offsets[-1] - explored.numel() >= n_grow:
                 excluded = explored
@@ -199,52 +213,72 @@ class DynamicSparsifier(Sparsifier):
                 unexplored[explored] = False
                 first = torch.nonzero(unexplored).reshape(-1)
                 excluded = torch.sort(torch.cat([excluded, first])).values
-        grown = self._grow(group, weights, grads, excluded, n_grow - first.numel(), offsets[-1])
+        grown = self._grow(group, grads, excluded, n_grow - first.numel(), offsets[-1])
         if first.numel():
             grown = torch.sort(torch.cat([first, grown])).values
         if not self.config.reinit_when_same and dropped.numel() and grown.numel():
             keep, dropped, grown = _keep_regrown(active_flat, keep, dropped, grown)
-        start = 0
-        for w, b, lo, hi in zip(weights, before, offsets, offsets[1:]):
-            keep_w = keep[start:start + b.numel()]
-            start += b.numel()
-            if len(weights) > 1:
-                grown_w, dropped_w = _slice(grown, lo, hi) - lo, _slice(dropped, lo, hi) - lo
-            else:
-                grown_w, dropped_w = grown, dropped
-            w.rewire_flat(keep_w, grown_w, self.optimizer)
-            self._retire(w, dropped_w, grown_w)
+        self._apply_rewire(group, full, before, offsets, keep, grown, dropped)
 
-    def _grow(self, group: list[int], weights: list[SparseWeight], grads: dict,
-              excluded: torch.Tensor, n: int, total: int) -> torch.Tensor:
+    def _apply_rewire(self, group: list[Segment], full: dict[int, torch.Tensor], before: list[torch.Tensor],
+                      offsets: list[int], keep: torch.Tensor, grown: torch.Tensor, dropped: torch.Tensor) -> None:
+        """Rewire each weight of ``group`` once: its segments' decisions (group positions) mapped
+        back to the weight's own flat positions; active weights outside the group stay."""
+        per_weight: dict[int, tuple[torch.Tensor, list, list]] = {}
+        start = 0
+        for s, b, lo, hi in zip(group, before, offsets, offsets[1:]):
+            keep_s = keep[start:start + b.numel()]
+            start += b.numel()
+            if len(group) > 1:
+                grown_s, dropped_s = _slice(grown, lo, hi) - lo, _slice(dropped, lo, hi) - lo
+            else:
+                grown_s, dropped_s = grown, dropped
+            if s.index not in per_weight:
+                per_weight[s.index] = (torch.ones(full[s.index].numel(), dtype=torch.bool,
+                                                  device=keep.device), [], [])
+            keep_w, grown_w, dropped_w = per_weight[s.index]
+            first, last = s.bounds_in(full[s.index])
+            keep_w[first:last] = keep_s
+            grown_w.append(grown_s + s.lo if s.lo else grown_s)
+            dropped_w.append(dropped_s + s.lo if s.lo else dropped_s)
+        for index, (keep_w, grown_w, dropped_w) in per_weight.items():
+            w = self.weights[index]
+            grown_all, dropped_all = _cat(grown_w), _cat(dropped_w)
+            w.rewire_flat(keep_w, grown_all, self.optimizer)
+            self._retire(w, dropped_all, grown_all)
+
+    def _grow(self, group: list[Segment], grads: dict, excluded: torch.Tensor, n: int,
+              total: int) -> torch.Tensor:
         """Ascending positions of the ``n`` weights to grow outside ``excluded`` (ascending)."""
         device = excluded.device
         if n == 0:
             return excluded.new_zeros(0)
         if self.grow_rule == "random":
             from sparsetrain.sparse.select import sample_excluding  # numba: imported on first use
-            gen = generator(self.seed, self.step_count, "grow", *group)
+            gen = generator(self.seed, self.step_count, "grow", *(s.key for s in group))
             return torch.from_numpy(sample_excluding(total, n, excluded.cpu().numpy(), gen)).to(device)
         if self.grow_rule == "gradient":
             parts = []
-            for w in weights:
-                g = grads.get(w.name)
+            for s in group:
+                g = grads.get(self.weights[s.index].name)
                 if g is None:
                     raise UserError(f"{self.name} needs gradients at the update step; call backward() before step()")
-                parts.append(g.reshape(-1))
+                parts.append(g.reshape(-1)[s.lo:s.hi])
             flat = _cat(parts).float()
             if flat.device.type == "cpu":
                 from sparsetrain.sparse.select import top_abs_excluding  # numba: imported on first use
                 # the collecting pass split over torch's threads: 1.4x faster at 2 (OpenMP layer)
-                chosen, available = top_abs_excluding(flat.numpy(), n, excluded.numpy(), torch.get_num_threads())
+                chosen, available = top_abs_excluding(flat.contiguous().numpy(), n, excluded.numpy(),
+                                                      torch.get_num_threads())
                 if available >= 0:  # -1: a NaN gradient, which the sort below orders as largest
                     if n > available:
                         raise ValueError(f"cannot choose {n} positions out of {available}")
                     return torch.from_numpy(chosen)
             scores = flat.abs()
         else:
-            scores = _cat([self.grow_scores(w, grads.get(w.name), generator(self.seed, self.step_count, "grow", i))
-                           .float().reshape(-1) for i, w in zip(group, weights)])
+            scores = _cat([self.grow_scores(self.weights[s.index], grads.get(self.weights[s.index].name),
+                                            generator(self.seed, self.step_count, "grow", s.index))
+                           .float().reshape(-1)[s.lo:s.hi] for s in group])
         allowed = torch.ones(total, dtype=torch.bool, device=scores.device)
         allowed[excluded.to(scores.device)] = False
         return torch.nonzero(topk_mask(scores, n, allowed=allowed)).reshape(-1).to(device)
@@ -253,6 +287,30 @@ class DynamicSparsifier(Sparsifier):
         if self.config.ranking == "global":  # only the total is fixed; layers may trade weights
             return {w.name: w.active for w in self.weights}
         return dict(self.targets)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One logical layer of a dynamic update: flat positions [lo, hi) of weight ``index`` (the
+    whole weight, or one equal row block of a fused weight) holding ``target`` active weights.
+    ``key`` names it in seeds (the weight index alone for a whole weight, as before parts)."""
+
+    index: int
+    lo: int
+    hi: int
+    target: int
+    key: str
+
+    @property
+    def size(self) -> int:
+        return self.hi - self.lo
+
+    def bounds_in(self, active: torch.Tensor) -> tuple[int, int]:
+        """The slice of the weight's ascending active positions ``active`` inside this segment."""
+        if self.lo == 0 and (active.numel() == 0 or int(active[-1]) < self.hi):
+            return 0, active.numel()
+        bounds = torch.searchsorted(active, torch.tensor([self.lo, self.hi], device=active.device))
+        return int(bounds[0]), int(bounds[1])
 
 
 def _cat(parts: list[torch.Tensor]) -> torch.Tensor:

@@ -92,13 +92,21 @@ class GradualPruning:
             for w in self.weights:
                 w.set_mask(torch.ones_like(w.mask))
             return
-        shapes = {w.name: tuple(w.shape) for w in self.weights}
-        magnitudes = {w.name: w.values.abs() for w in self.weights}
+        magnitudes = self.by_part({w.name: w.values.abs() for w in self.weights})
+        shapes = {key: tuple(m.shape) for key, m in magnitudes.items()}
         counts = allocate(cfg.distribution, shapes, cfg.initial_density,
-                          **distribution_options(cfg, magnitudes))
+                          **self._distribution_options(magnitudes))
         for index, w in enumerate(self.weights):
             scores = random_scores(w.shape, generator(self.seed, 0, "init", index), w.mask.device)
-            w.set_mask(topk_mask(scores, counts[w.name]))
+            parts = self.by_part({w.name: scores})
+            w.set_mask(self.join_parts({key: topk_mask(s, counts[key]) for key, s in parts.items()})[w.name])
+
+    def _distribution_options(self, scores: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """`distribution_options` for scores keyed by logical layer (`by_part`)."""
+        options = distribution_options(self.config, scores)
+        if "densities" in options:
+            options["densities"] = self.part_densities(options["densities"])
+        return options
 
     @torch.no_grad()
     def prune_to(self, density: float) -> None:
@@ -109,16 +117,21 @@ class GradualPruning:
         active = {w.name: w.active for w in self.weights}
         scores = score(cfg.criterion, self.model, None, weights=self.weights,
                        seed=self.seed * 100_003 + self.step_count)
-        if cfg.prune_ranking == "layer":
-            shapes = {w.name: tuple(w.shape) for w in self.weights}
-            wanted = allocate(cfg.distribution, shapes, density, **distribution_options(cfg, scores))
+        if cfg.prune_ranking == "layer":  # each logical layer (q, k, v of a fused weight) on its own
+            scores, allowed = self.by_part(scores), self.by_part(allowed)
+            active = {n: int(a.sum()) for n, a in allowed.items()}
+            shapes = {n: tuple(s.shape) for n, s in scores.items()}
+            wanted = allocate(cfg.distribution, shapes, density, **self._distribution_options(scores))
+            final = self.part_target_counts()
             # never grow, never go below the final target (rounding can differ by one weight)
-            counts = {n: max(min(wanted[n], active[n]), min(self.targets[n], active[n])) for n in wanted}
+            counts = {n: max(min(wanted[n], active[n]), min(final[n], active[n])) for n in wanted}
         else:
             k_density = min(density, sum(active.values()) / sum(w.numel for w in self.weights))
             counts = allocation_counts(scores, k_density, allocation=cfg.prune_ranking, allowed=allowed)
         masks = select_masks(scores, counts, allocation=cfg.prune_ranking, allowed=allowed,
                              seed=self.seed, step=self.step_count)
+        if cfg.prune_ranking == "layer":
+            masks = self.join_parts(masks)
         apply_masks(self.weights, masks, self.optimizer)
         self._record_active(before)
 
