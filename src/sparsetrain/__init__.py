@@ -21,7 +21,8 @@ _FROM_ALGORITHMS = ("DSN", "Dense", "EdgePopup", "GMP", "GraNet", "GraSP", "MEST
                     "RigL", "SET", "SLaK", "SNIP", "Sparsifier", "Static", "SupTickets", "SynFlow", "create",
                     "list_methods")
 
-_ELSEWHERE = {"summary": "sparsetrain.analysis", "register_layer": "sparsetrain.sparse"}
+_ELSEWHERE = {"summary": "sparsetrain.analysis", "register_layer": "sparsetrain.sparse",
+              "shrink": "sparsetrain.backends.shrink"}
 
 __all__ = [*_FROM_ALGORITHMS, *_ELSEWHERE, "criteria", "data", "distributions", "models"]
 
