@@ -219,6 +219,8 @@ LISTED = [  # the reproductions of issue 14 section 5, then more
     ("erk-power-inf", ["train", "--erk-power", "inf"] + TINY, "erk_power", None),
     ("device-cuda-7", ["train", "--device", "cuda:7"] + TINY, "cuda:7", None),
     ("device-tpu", ["train", "--device", "tpu"] + TINY, "device", None),
+    ("compile-sparse-backend", ["train", "--method", "static", "--backend", "sparse", "--compile"] + TINY,
+     "backend=masked", None),
     ("device-garbage", ["train", "--device", "gpu please"] + TINY, "device", None),
     ("config-not-utf8", ["train", "--config", "c.yaml"], "c.yaml", setup_config_not_utf8),
     ("config-python-tag", ["train", "--config", "c.yaml"], "c.yaml", setup_config_python_tag),

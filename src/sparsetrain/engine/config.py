@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from sparsetrain.config import check_range, option, validate_choices
 from sparsetrain.data.augment import AUGMENTATIONS
+from sparsetrain.engine.precision import PRECISIONS
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,12 @@ class TrainConfig:
     augment: str = option("none", "augmentation of each training batch: crop_flip = random crop "
                           "with 4-pixel zero padding and horizontal flip (images)",
                           choices=("none", *AUGMENTATIONS))
+    precision: str = option("fp32", "arithmetic of forward and backward: fp32, bf16 (autocast) or fp16 (autocast "
+                            "and a GradScaler; a step with inf/NaN gradients is skipped, masks included); "
+                            "masked backend only", choices=PRECISIONS)
+    channels_last: bool = option(False, "4-D conv weights and image batches in channels-last memory format "
+                                 "(faster convolutions on GPUs); masked backend only; no effect without 4-D weights")
+    compile: bool = option(False, "torch.compile the model (masked backend only; the first steps are slow)")
 
     def __post_init__(self) -> None:
         validate_choices(self)

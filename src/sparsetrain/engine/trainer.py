@@ -20,6 +20,7 @@ from sparsetrain.engine.checkpoint import (check_optimizer_state, damaged_checkp
 from sparsetrain.engine.config import TrainConfig
 from sparsetrain.engine.events import Callback, Event
 from sparsetrain.engine.optim import make_optimizer, make_scheduler
+from sparsetrain.engine.precision import Precision, apply_speed_options
 from sparsetrain.errors import DivergedError, UserError
 from sparsetrain.sparse import generator
 
@@ -66,6 +67,8 @@ class Trainer:
         self.method: Method = create(method, self.model, self.optimizer, config=method_config,
                                      total_steps=self.total_steps,
                                      steps_per_epoch=self.steps_per_epoch, seed=seed)
+        self.precision = Precision(config.precision, self.device)
+        apply_speed_options(self.model, self.method, config)
         self.epoch = config.start_epoch
         self.history: list[dict[str, float]] = []
         self.loss: torch.Tensor | None = None
@@ -110,13 +113,15 @@ class Trainer:
             self.fire(Event.BATCH_START)
             x, y = self.batch
             self.optimizer.zero_grad(set_to_none=True)
-            logits = self.model(x)
-            self.loss = F.cross_entropy(logits, y)
+            with self.precision.autocast():
+                logits = self.model(x)
+                self.loss = F.cross_entropy(logits, y)
             if not torch.isfinite(self.loss):
                 raise self.diverged(step, float(self.loss.detach()), x)
-            self.loss.backward()
+            self.precision.backward(self.loss)
+            self.precision.unscale(self.optimizer)  # callbacks see true gradients
             self.fire(Event.AFTER_BACKWARD)
-            self.method.step()
+            self.precision.step(self.method, self.optimizer)  # fp16: skipped with the method on inf/NaN
             self.scheduler.step()
             total_loss += float(self.loss.detach()) * len(y)
             correct += int((logits.argmax(1) == y).sum())
@@ -159,8 +164,9 @@ class Trainer:
         self.model.eval()
         total_loss, correct = 0.0, 0
         for x, y in batches(data, 1024, shuffle=False, device=self.device):
-            logits = self.model(x)
-            total_loss += float(F.cross_entropy(logits, y, reduction="sum"))
+            with self.precision.autocast():
+                logits = self.model(x)
+            total_loss += float(F.cross_entropy(logits.float(), y, reduction="sum"))
             correct += int((logits.argmax(1) == y).sum())
         return {f"{prefix}_loss": total_loss / len(data), f"{prefix}_acc": correct / len(data)}
 
@@ -169,6 +175,7 @@ class Trainer:
         return {"epoch": self.epoch, "model": self.model.state_dict(),
                 "method": self.method.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "rng": rng_state(),
+                "scaler": self.precision.state_dict(),
                 "history": self.history}
 
     def save(self, path: str | Path) -> None:
@@ -184,6 +191,7 @@ class Trainer:
             self.optimizer.load_state_dict(state["optimizer"])
             check_optimizer_state(self.optimizer)
             self.scheduler.load_state_dict(state["scheduler"])
+            self.precision.load_state_dict(state.get("scaler", {}))
             set_rng_state({k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in state["rng"].items()})
             self.history = list(state["history"])
             self.epoch = int(state["epoch"])
