@@ -594,7 +594,8 @@ def _bench_value(text: str) -> tuple[str, Any]:
 
 def cmd_bench(argv: Sequence[str]) -> int:
     from sparsetrain.experiments import ResultsStore
-    from sparsetrain.experiments.bench import expand_grid, list_presets, plan_grid, read_grid, run_grid
+    from sparsetrain.experiments.bench import (expand_grid, list_presets, parse_devices, place_jobs, plan_grid,
+                                               read_grid, run_grid)
     from sparsetrain.experiments.checks import check_grid, check_out_folder
     from sparsetrain.reporting import study_table, write_study_report
 
@@ -620,6 +621,8 @@ def cmd_bench(argv: Sequence[str]) -> int:
                         help="runs trained in parallel as processes [default: the grid's, else 1]")
     parser.add_argument("--threads", type=_number(int), metavar="N",
                         help="torch threads per job [default: CPU cores // jobs]")
+    parser.add_argument("--devices", metavar="I,J,...", help="CUDA devices the jobs use, one job per GPU in "
+                        "turn [default: every GPU; jobs default to their number]")
     parser.add_argument("--force", action="store_true", help="retrain runs that already finished")
     parser.add_argument("--dry-run", action="store_true", help="list the runs and exit")
     args = parser.parse_args(argv)
@@ -645,11 +648,16 @@ def cmd_bench(argv: Sequence[str]) -> int:
         base["data_dir"] = args.data_dir
     grid["base"] = base
     runs = expand_grid(grid, where=where)
-    jobs = args.jobs if args.jobs is not None else grid.get("jobs", 1)
+    devices = parse_devices(args.devices) if args.devices is not None else None
+    jobs = args.jobs if args.jobs is not None else grid.get("jobs", len(devices) if devices else 1)
     if isinstance(jobs, bool) or not isinstance(jobs, int) or not 1 <= jobs <= 256:
         raise UserError(f"{where}: jobs must be a whole number in [1, 256]; got {jobs!r}")
     if args.threads is not None and not 1 <= args.threads <= 1024:
         raise UserError(f"--threads must be in [1, 1024]; got {args.threads}")
+    if devices is not None:
+        import torch
+
+        place_jobs(jobs, devices, torch.cuda.device_count())  # GPUs that are not there: one sentence, now
     out = Path(args.out or (f"{DEFAULT_OUT}/{args.preset}" if args.preset else DEFAULT_OUT))
     check_out_folder(out, "--out")
     check_grid(runs)
@@ -659,7 +667,7 @@ def cmd_bench(argv: Sequence[str]) -> int:
             print(f"{entry.run_id}  {entry.label}")
         print(plural(len(planned), "run"))
         return 0
-    result = run_grid(runs, out, jobs=jobs, threads=args.threads, force=args.force)
+    result = run_grid(runs, out, jobs=jobs, threads=args.threads, force=args.force, devices=devices)
     with ResultsStore(out / "results.db") as store:
         ids = {entry.run_id for entry in plan_grid(runs, out) if entry.reported}
         grid_runs = [r for r in store.runs(status=None) if r["run_id"] in ids]  # stopped ones listed apart

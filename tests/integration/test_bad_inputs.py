@@ -282,6 +282,8 @@ LISTED = [  # the reproductions of issue 14 section 5, then more
     ("bench-jobs-zero", ["bench", "--methods", "dense", "--jobs", "0"], "jobs", None),
     ("bench-jobs-nan", ["bench", "--methods", "dense", "--jobs", "nan"], "--jobs", None),
     ("bench-threads-zero", ["bench", "--methods", "dense", "--threads", "0"], "--threads", None),
+    ("bench-devices-not-there", ["bench", "--methods", "dense", "--devices", "0,1"], "--devices names GPU 0", None),
+    ("bench-devices-garbage", ["bench", "--methods", "dense", "--devices", "a,b"], "--devices", None),
     ("bench-densities-nan", ["bench", "--methods", "rigl", "--densities", "nan"], "--densities", None),
     ("bench-density-1.5", ["bench", "--methods", "rigl", "--densities", "1.5"], "density", None),
     ("bench-device", ["bench", "--methods", "dense", "--set", "device=cuda:7"], "cuda:7", None),

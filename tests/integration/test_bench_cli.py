@@ -5,7 +5,7 @@ import sqlite3
 import yaml
 
 from sparsetrain.cli import main
-from sparsetrain.experiments import ResultsStore
+from sparsetrain.experiments import ResultsStore, bench
 
 GRID = {
     "base": {"epochs": 2, "batch_size": 128, "lr": 0.05, "update_interval": 5},
@@ -25,8 +25,16 @@ def _finals(out):
         return {r["run_id"]: (r["final"]["test_acc"], r["final"]["train_loss"]) for r in store.runs()}
 
 
+def _devices(out):
+    with ResultsStore(out / "results.db") as store:
+        return {r["config"]["device"] for r in store.runs()}
+
+
 def test_bench_grid_then_report(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("SPARSETRAIN_CACHE", str(tmp_path / "cache"))
+    # every job holds the device place_jobs gives it (a GPU each on a GPU machine; here a CPU name
+    # that differs from the runs' own "auto", so the stores show which device each run had)
+    monkeypatch.setattr(bench, "place_jobs", lambda jobs, devices, gpus: ["cpu"] * jobs)
     grid = tmp_path / "grid.yaml"
     grid.write_text(yaml.safe_dump(GRID))
     one, two = tmp_path / "one", tmp_path / "two"
@@ -44,6 +52,7 @@ def test_bench_grid_then_report(tmp_path, capsys, monkeypatch):
     assert main(["bench", str(grid), "--out", str(two), "--jobs", "2", "--threads", "1"]) == 0
     capsys.readouterr()
     assert _finals(one) == _finals(two) and len(_finals(one)) == 8
+    assert _devices(one) == _devices(two) == {"cpu"}
 
     # interrupted: one run left unfinished; only it trains again
     with sqlite3.connect(one / "results.db") as db:

@@ -33,7 +33,9 @@ A run's config is base, then its setup, then its scenario, then its method_optio
 ones win). Runs that already finished in the store (same config hash and seed) are skipped, and
 unfinished ones resume from their last checkpoint, so an interrupted grid continues where
 it stopped. ``jobs`` runs train in parallel as local processes, each with
-``threads`` torch threads (default: CPU cores // jobs).
+``threads`` torch threads (default: CPU cores // jobs). On a machine with CUDA devices each
+job holds one GPU (``devices``, default all of them, taken in turn: jobs = GPUs places one
+job per GPU); a run whose config names its device (``device: cpu``) keeps it.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import yaml
 
@@ -317,6 +319,8 @@ def lottery_chain(common: dict[str, Any], options: dict[str, Any], densities: li
 
 def _run_chain(chain: LotteryChain, out: str, force: bool) -> list[dict[str, Any]]:
     """Train one lottery chain (in this process); returns its store rows."""
+    chain = dataclasses.replace(chain, dense_values=_placed(chain.dense_values, _DEVICE),
+                                level_values=_placed(chain.level_values, _DEVICE))
     with _ends_with_parent(), ResultsStore(Path(out) / "results.db") as store:
         return run_lottery_chain(store, out, chain, force=force, log=lambda message: None)
 
@@ -342,11 +346,52 @@ def _expand_parts(grid: Mapping[str, Any], where: str) -> list[GridRun]:
     return runs
 
 
+PLACED = ("auto", "cuda")
+"""Device values a job's GPU replaces (``device`` is not part of a run's identity)."""
+
+
+def place_jobs(jobs: int, devices: Sequence[int] | None, gpus: int) -> list[str | None]:
+    """The device each of ``jobs`` workers holds on a machine with ``gpus`` CUDA devices: GPUs
+    ``devices`` (default: all) in turn, so N jobs on N GPUs hold one each; None for every
+    worker when there is no GPU and none was asked for (each run then picks its own device)."""
+    if devices is None:
+        if gpus == 0:
+            return [None] * jobs
+        devices = list(range(gpus))
+    if not devices:
+        raise UserError("--devices must name at least one GPU index, e.g. 0,1")
+    there = f"{gpus} CUDA device{'s' if gpus != 1 else ''}" + (f" (0-{gpus - 1})" if gpus > 1 else
+                                                                 " (0)" if gpus == 1 else "")
+    for index in devices:
+        if not 0 <= index < gpus:
+            raise UserError(f"--devices names GPU {index}, but this machine has {there}")
+    if len(set(devices)) < len(devices):
+        raise UserError(f"--devices names a GPU twice: {','.join(map(str, devices))}")
+    return [f"cuda:{devices[k % len(devices)]}" for k in range(jobs)]
+
+
+def parse_devices(text: str) -> list[int]:
+    """``"0,1"`` -> [0, 1] (the --devices flag); a bad list is a UserError."""
+    try:
+        devices = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        devices = []
+    if not devices:
+        raise UserError(f"--devices must be comma-separated GPU indices, e.g. 0,1; got {text!r}")
+    return devices
+
+
+def _placed(values: dict[str, Any], device: str | None) -> dict[str, Any]:
+    if device is None or str(values.get("device", "auto")) not in PLACED:
+        return values
+    return {**values, "device": device}
+
+
 def _run_cell(values: dict[str, Any], out: str, force: bool) -> dict[str, Any]:
-    """Train one grid cell (in this process); returns its store row."""
+    """Train one grid cell (in this process, on its job's device); returns its store row."""
     from sparsetrain.experiments.runner import run
 
-    spec = build_spec(values, where="grid")
+    spec = build_spec(_placed(values, _DEVICE), where="grid")
     with _ends_with_parent(), ResultsStore(Path(out) / "results.db") as store:
         try:
             return run(spec, root=out, store=store, resume=True, force=force, progress=False,
@@ -356,13 +401,15 @@ def _run_cell(values: dict[str, Any], out: str, force: bool) -> dict[str, Any]:
 
 
 _PARENT: int | None = None  # in a worker process: the pid of the bench that started it
+_DEVICE: str | None = None  # the GPU this process's runs train on (None: their own device)
 
 
-def _init_worker(threads: int, parent: int) -> None:
+def _init_worker(threads: int, parent: int, slots: Any) -> None:
     import torch
 
-    global _PARENT
+    global _PARENT, _DEVICE
     _PARENT = parent
+    _DEVICE = slots.get(timeout=60)
     torch.set_num_threads(threads)
     interrupt_on_terminate()
     exit_with_parent(parent)
@@ -381,17 +428,22 @@ def _ends_with_parent() -> Iterator[None]:
 
 
 def run_grid(runs: list[GridRun | LotteryGrid], out: str | os.PathLike[str], *, jobs: int = 1,
-             threads: int | None = None, force: bool = False,
+             threads: int | None = None, force: bool = False, devices: Sequence[int] | None = None,
              log: Callable[[str], None] = print) -> dict[str, list[str]]:
     """Train every run of ``runs`` not yet finished in ``out/results.db``.
 
     A lottery chain is one job (its levels run one after the other in that job); a grid
     dense run that is a chain's level 0 is left to the chain, so no two jobs train one run.
     Returns the run ids ``trained``, ``skipped`` (already finished), ``held`` (skipped: another
-    process is training them) and ``failed``. A worker ends when this process dies.
+    process is training them) and ``failed``. A worker ends when this process dies. Each job
+    holds one GPU of ``devices`` (see `place_jobs`).
     """
+    global _DEVICE
     if jobs < 1:
         raise UserError(f"--jobs must be at least 1; got {jobs}")
+    import torch
+
+    slots = place_jobs(jobs, devices, torch.cuda.device_count())
     threads = threads or max(1, (os.cpu_count() or 1) // jobs)
     out = str(out)
     tickets = {id(cell): [t.run_id for t in cell.chain.runs(out)] for cell in runs if isinstance(cell, LotteryGrid)}
@@ -412,7 +464,8 @@ def run_grid(runs: list[GridRun | LotteryGrid], out: str | os.PathLike[str], *, 
     log(f"bench: {len(seen)} runs, {len(skipped)} already finished, {len(seen) - len(skipped)} to train "
         + (f"as {len(todo)} task{'s' if len(todo) > 1 else ''}, {chains} "
            f"{'a lottery chain' if chains == 1 else 'lottery chains'} " if chains else "")
-        + f"({jobs} job{'s' if jobs > 1 else ''} x {threads} thread{'s' if threads > 1 else ''})")
+        + f"({jobs} job{'s' if jobs > 1 else ''} x {threads} thread{'s' if threads > 1 else ''}"
+        + (f" on {', '.join(dict.fromkeys(slots))})" if slots[0] else ")"))
     result: dict[str, list[str]] = {"trained": [], "skipped": skipped, "failed": [], "held": []}
     started = time.perf_counter()
 
@@ -446,6 +499,7 @@ def run_grid(runs: list[GridRun | LotteryGrid], out: str | os.PathLike[str], *, 
 
     if jobs == 1:
         previous = _torch_threads(threads)
+        _DEVICE = slots[0]
         try:
             for k, cell in enumerate(todo, 1):
                 try:
@@ -455,14 +509,18 @@ def run_grid(runs: list[GridRun | LotteryGrid], out: str | os.PathLike[str], *, 
                     report(k, cell, None, exc)
         finally:
             _torch_threads(previous)
+            _DEVICE = None
         return result
 
     env_before = os.environ.get("OMP_NUM_THREADS")
     os.environ["OMP_NUM_THREADS"] = str(threads)  # children read it before torch starts its pool
     try:
         context = multiprocessing.get_context("spawn")
+        free = context.Queue()  # each worker takes one device slot as it starts
+        for slot in slots:
+            free.put(slot)
         pool = futures.ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker,
-                                           initargs=(threads, os.getpid()))
+                                           initargs=(threads, os.getpid(), free))
         try:
             pending = {pool.submit(function, *args): cell for cell in todo for function, args in [job(cell)]}
             for k, future in enumerate(futures.as_completed(pending), 1):

@@ -149,3 +149,20 @@ def test_a_grid_skips_the_runs_another_process_holds_and_says_so(tmp_path):
     assert f"skipped, run {held.run_id} is being trained by another process" in "\n".join(logs)
     with ResultsStore(tmp_path / "results.db") as store:
         assert store.get_run(held.run_id) is None  # nothing of it written by this process
+
+
+def test_place_jobs_gives_each_job_one_gpu_in_turn_and_refuses_missing_gpus():
+    from sparsetrain.experiments.bench import parse_devices, place_jobs
+
+    assert place_jobs(2, None, 2) == ["cuda:0", "cuda:1"]  # N jobs on N GPUs: one each
+    assert place_jobs(3, [2, 0], 4) == ["cuda:2", "cuda:0", "cuda:2"]
+    assert place_jobs(2, None, 0) == [None, None]  # no GPU: each run picks its own device
+    assert parse_devices("0, 1") == [0, 1]
+    with pytest.raises(UserError, match=r"--devices names GPU 1, but this machine has 1 CUDA device \(0\)$"):
+        place_jobs(2, [0, 1], 1)
+    with pytest.raises(UserError, match="--devices names GPU 0, but this machine has 0 CUDA devices$"):
+        place_jobs(1, [0], 0)
+    with pytest.raises(UserError, match="names a GPU twice"):
+        place_jobs(2, [1, 1], 2)
+    with pytest.raises(UserError, match="--devices must be comma-separated GPU indices"):
+        parse_devices("gpu0")
