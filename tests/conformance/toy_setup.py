@@ -5,7 +5,8 @@ from torch import nn
 
 from sparsetrain.data import DatasetSplits, TensorData
 
-FAST = {"update_interval": 3, "drop_fraction": 0.5, "min_kernel": 3}  # min_kernel: dsn sparsifies the 3-tap conv
+FAST = {"update_interval": 3, "drop_fraction": 0.5, "min_kernel": 3, "channel_interval": 1}
+# min_kernel: dsn sparsifies the 3-tap conv; channel_interval: chase prunes channels every 3 steps
 
 
 def toy_data() -> DatasetSplits:

@@ -45,3 +45,6 @@ __all__ += ["DSN", "DSNConfig"]
 from sparsetrain.algorithms.slak import SLaK, SLaKConfig  # noqa: E402
 
 __all__ += ["SLaK", "SLaKConfig"]
+from sparsetrain.algorithms.chase import Chase, ChaseConfig  # noqa: E402
+
+__all__ += ["Chase", "ChaseConfig"]
