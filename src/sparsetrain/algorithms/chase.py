@@ -193,16 +193,17 @@ class Chase(DynamicSparsifier):
             n_grow = max(self.budget - n_keep, 0)
         return n_keep, max(min(n_grow, room - n_keep), 0)
 
-    def _grow(self, group, weights, grads, excluded, n, total):  # noqa: ANN001
+    def _grow(self, group, grads, excluded, n, total):  # noqa: ANN001
         if self._allowed:  # never grow into a removed channel
-            offsets, parts = 0, [excluded]
-            for w in weights:
-                if w.name in self._allowed:
-                    parts.append(torch.nonzero(~self._allowed[w.name].reshape(-1)).reshape(-1).to(excluded.device)
-                                 + offsets)
-                offsets += w.numel
+            offset, parts = 0, [excluded]
+            for s in group:
+                allowed = self._allowed.get(self.weights[s.index].name)
+                if allowed is not None:
+                    dead = torch.nonzero(~allowed.reshape(-1)[s.lo:s.hi]).reshape(-1)
+                    parts.append(dead.to(excluded.device) + offset)
+                offset += s.size
             excluded = torch.unique(torch.cat(parts))
-        return super()._grow(group, weights, grads, excluded, n, total)
+        return super()._grow(group, grads, excluded, n, total)
 
     # --- channel pruning ----------------------------------------------------------------------
     def _prune_channels_if_due(self) -> None:
