@@ -48,3 +48,6 @@ __all__ += ["SLaK", "SLaKConfig"]
 from sparsetrain.algorithms.chase import Chase, ChaseConfig  # noqa: E402
 
 __all__ += ["Chase", "ChaseConfig"]
+from sparsetrain.algorithms.srigl import SRigL, SRigLConfig  # noqa: E402
+
+__all__ += ["SRigL", "SRigLConfig"]
