@@ -82,6 +82,25 @@ SUITES: dict[str, dict] = {
 }
 
 
+def _srigl_rows() -> list[tuple[str, dict]]:
+    """SRigL against RigL at density 0.1 (ERK, drop 0.3 cosine to 0 at 75%, both every 50 steps), each
+    with its reference's own order on update iterations (RigL skips the optimizer step, SRigL takes it),
+    on the MLP 40-256-256-10 and the 1D CNN (32/64/128 channels); dense rows for scale."""
+    base = {**MNIST1D_MLP, "epochs": 40, "lr": 0.05, "weight_decay": 5e-4}
+    sparse = {"density": 0.1, "update_interval": 50}
+    rows = []
+    for label, model in (("MLP 40-256-256-10", {}), ("1D CNN", {"model": "cnn1d", "model_options": {}})):
+        config = {**base, **model}
+        rows += [(f"{label}: dense", {**config, "method": "dense"}),
+                 (f"{label}: RigL", {**config, **sparse, "method": "rigl"}),
+                 (f"{label}: SRigL (gamma_sal 0.3, ablation)", {**config, **sparse, "method": "srigl"}),
+                 (f"{label}: SRigL without ablation", {**config, **sparse, "method": "srigl", "ablation": False})]
+    return rows
+
+
+SUITES["srigl"] = {"title": "SRigL against RigL at density 0.1, MNIST-1D", "rows": _srigl_rows()}
+
+
 def digits32(out: Path) -> str:
     """scikit-learn's 8x8 digits scaled to [0, 1] and enlarged 4x (nearest) to 1x32x32, written once as
     ``out/digits32.npz`` (x, y; the npz reader holds out a stratified 20% as test)."""
