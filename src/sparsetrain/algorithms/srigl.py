@@ -92,70 +92,84 @@ class SRigL(RigL):
         """The model's last registered layer (its classifier), exempt from ablation by default."""
 
     def _allocate(self) -> dict[str, int]:
-        self.budgets = super()._allocate()
-        """The allocation's count per layer; the layer holds fan-in x active neurons <= budget."""
-        targets = {}
+        super()._allocate()
+        self.part_budgets = {name: list(parts) for name, parts in self.part_targets.items()}
+        """The allocation's count per logical layer (a weight, or each of q/k/v); it holds fan-in x
+        active neurons, the largest such multiple within the budget."""
         for w in self.weights:
-            fan_in = self.budgets[w.name] // w.shape[0]
-            if fan_in == 0:
-                raise UserError(f"srigl: layer {w.name} gets {self.budgets[w.name]} weights for {w.shape[0]} "
-                                "neurons, fewer than one per neuron; raise density")
-            targets[w.name] = fan_in * w.shape[0]
-        return targets
+            rows = w.shape[0] // len(self.part_budgets[w.name])
+            for budget in self.part_budgets[w.name]:
+                if budget // rows == 0:
+                    raise UserError(f"srigl: layer {w.name} gets {budget} weights for {rows} neurons, fewer than "
+                                    "one per neuron; raise density")
+            self.part_targets[w.name] = [budget // rows * rows for budget in self.part_budgets[w.name]]
+        return {name: sum(parts) for name, parts in self.part_targets.items()}
 
     def init_masks(self) -> None:
         """A random mask with the same fan-in in every neuron (``random_sparsify``)."""
         for index, w in enumerate(self.weights):
             rows = w.shape[0]
+            parts = self.part_targets[w.name]
+            fan_ins = torch.tensor([t // (rows // len(parts)) for t in parts], device=w.mask.device)
             scores = random_scores(w.shape, generator(self.seed, 0, "init", index), w.mask.device)
-            counts = torch.full((rows,), self.targets[w.name] // rows, device=w.mask.device)
-            w.set_mask(row_top(scores.reshape(rows, -1), None, counts).view(w.shape))
+            w.set_mask(row_top(scores.reshape(rows, -1), None, fan_ins.repeat_interleave(rows // len(parts)))
+                       .view(w.shape))
 
     def ablated_neurons(self) -> dict[str, int]:
         """Per layer, the number of neurons with no active weight."""
         return {w.name: int((~w.mask.reshape(w.shape[0], -1).any(dim=1)).sum()) for w in self.weights}
 
     @torch.no_grad()
-    def _rewire(self, group: list[int], fraction: float, grads: dict) -> None:
-        (index,) = group
-        w = self.weights[index]
-        budget = self.budgets[w.name]
-        if budget >= w.numel:  # a dense layer (ERK gave it density 1): nothing to rewire
+    def _rewire(self, group: list, fraction: float, grads: dict) -> None:
+        """One logical layer (a `Segment`: a weight or one of its row blocks) at a time."""
+        (segment,) = group
+        w = self.weights[segment.index]
+        part = segment.lo * len(self.part_budgets[w.name]) // w.numel
+        budget = self.part_budgets[w.name][part]
+        if budget >= segment.size:  # a dense layer (ERK gave it density 1): nothing to rewire
             return
         grad = grads.get(w.name)
         if grad is None:
             raise UserError(f"{self.name} needs gradients at the update step; call backward() before step()")
-        rows = w.shape[0]
-        magnitude = w.values.reshape(rows, -1).abs().float()
-        grow_score = grad.reshape(rows, -1).abs().float().to(magnitude.device)
-        active = w.mask.reshape(rows, -1)
-        before = w.active_index()
+        width = w.numel // w.shape[0]
+        first, last = segment.lo // width, segment.hi // width
+        rows = last - first
+        magnitude = w.values.reshape(-1, width)[first:last].abs().float()
+        grow_score = grad.reshape(-1, width)[first:last].abs().float().to(magnitude.device)
+        active = w.mask.reshape(-1, width)[first:last]
+        full = w.active_index()
+        lo, hi = segment.bounds_in(full)
+        before = full[lo:hi] - segment.lo
         n_ones = before.numel()
         n_keep = n_ones - int(n_ones * fraction)
         n_keep = min(n_keep, int(torch.count_nonzero(magnitude)))  # only nonzero weights are kept
         ablated = torch.zeros(rows, dtype=torch.bool, device=active.device)
         if self.config.ablation and (self.config.ablate_last or w.name != self.last_layer):
             counts = salient_counts(magnitude, grow_score, n_keep, n_ones - n_keep)
-            base = budget // rows if self.config.gamma_of == "sparse" else magnitude.shape[1]
-            ablated = neurons_to_ablate(counts, ablation_threshold(self.config.gamma_sal, base),
-                                        budget // magnitude.shape[1])
-        fan_in = budget // (rows - int(ablated.sum()))
-        kept, grown = constant_fan_in_masks(magnitude, active, grow_score, n_keep, fan_in, ablated)
+            base = budget // rows if self.config.gamma_of == "sparse" else width
+            ablated = neurons_to_ablate(counts, ablation_threshold(self.config.gamma_sal, base), budget // width)
+        alive = rows - int(ablated.sum())
+        kept, grown = constant_fan_in_masks(magnitude, active, grow_score, n_keep, budget // alive, ablated)
         keep = kept.reshape(-1)[before]
         dropped = before[~keep]
         grown_flat = torch.nonzero(grown.reshape(-1)).reshape(-1)
         if not self.config.reinit_when_same:
             keep, dropped, grown_flat = _keep_regrown(before, keep, dropped, grown_flat)
-        w.rewire_flat(keep, grown_flat, self.optimizer)
-        self._retire(w, dropped, grown_flat)
-        self.targets[w.name] = fan_in * (rows - int(ablated.sum()))
+        keep_all = torch.ones(full.numel(), dtype=torch.bool, device=keep.device)
+        keep_all[lo:hi] = keep
+        w.rewire_flat(keep_all, grown_flat + segment.lo, self.optimizer)
+        self._retire(w, dropped + segment.lo, grown_flat + segment.lo)
+        self.part_targets[w.name][part] = budget // alive * alive
+        self.targets[w.name] = sum(self.part_targets[w.name])
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "targets": dict(self.targets)}
+        return {**super().state_dict(), "part_targets": {k: list(v) for k, v in self.part_targets.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        self.targets.update({k: int(v) for k, v in state.get("targets", {}).items()})
+        for name, parts in state.get("part_targets", {}).items():
+            self.part_targets[name] = [int(t) for t in parts]
+            self.targets[name] = sum(self.part_targets[name])
 
 
 # --- the rule as pure functions on (neurons, fan-in) matrices ----------------------------------

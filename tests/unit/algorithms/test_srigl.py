@@ -66,6 +66,35 @@ def test_conv_fan_in_is_in_channels_times_kernel_from_the_allocation():
     assert _fan_ins(fc).tolist() == [24] * 3 and fc.active == 72
 
 
+class _Attention(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(16, 2, batch_first=True)
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x):
+        return self.head(self.attn(x, x, x, need_weights=False)[0].mean(1))
+
+
+def test_q_k_v_of_a_fused_weight_each_keep_a_constant_fan_in_and_their_own_count():
+    torch.manual_seed(0)
+    model = _Attention()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    s = create("srigl", model, opt, density=0.3, total_steps=6, update_interval=1, stop_fraction=1.0,
+               gamma_sal=0.95)
+    budgets = allocate("erk", {**{f"q{i}": (16, 16) for i in range(3)}, "head": (3, 16)}, 0.3)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(6):
+        opt.zero_grad()
+        F.cross_entropy(model(torch.randn(8, 5, 16, generator=gen)), torch.randint(0, 3, (8,), generator=gen)).backward()
+        s.step()
+        for i, part in enumerate(model.attn.in_proj_weight_mask.chunk(3)):  # q, k, v: 16 neurons each
+            fan_ins = part.sum(dim=1)
+            alive = int((fan_ins > 0).sum())
+            assert fan_ins[fan_ins > 0].eq(budgets[f"q{i}"] // alive).all()
+            assert int(part.sum()) == s.part_targets["attn.in_proj_weight"][i] == budgets[f"q{i}"] // alive * alive
+
+
 # --- the salience rule and ablation, by hand ------------------------------------------------------
 def test_salience_is_the_union_of_top_magnitudes_and_top_gradients_over_every_position():
     magnitude = torch.tensor([[0.9, 0.8, 0.0, 0.0],
