@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from sparsetrain.experiments import ResultsStore, build_spec, run
+from sparsetrain.experiments import ResultsStore, RunDir, build_spec, run
 
 MNIST1D_MLP = {"model": "mlp", "dataset": "mnist1d", "batch_size": 128, "momentum": 0.9,
                "lr_schedule": "cosine", "device": "cpu", "model_options": {"widths": [256, 256]}}
@@ -85,7 +85,8 @@ SUITES: dict[str, dict] = {
 def _srigl_rows() -> list[tuple[str, dict]]:
     """SRigL against RigL at density 0.1 (ERK, drop 0.3 cosine to 0 at 75%, both every 50 steps), each
     with its reference's own order on update iterations (RigL skips the optimizer step, SRigL takes it),
-    on the MLP 40-256-256-10 and the 1D CNN (32/64/128 channels); dense rows for scale."""
+    on the MLP 40-256-256-10 and the 1D CNN (32/64/128 channels); dense rows for scale; SRigL without
+    ablation and with the ablation threshold the reference uses for ViT."""
     base = {**MNIST1D_MLP, "epochs": 40, "lr": 0.05, "weight_decay": 5e-4}
     sparse = {"density": 0.1, "update_interval": 50}
     rows = []
@@ -94,11 +95,20 @@ def _srigl_rows() -> list[tuple[str, dict]]:
         rows += [(f"{label}: dense", {**config, "method": "dense"}),
                  (f"{label}: RigL", {**config, **sparse, "method": "rigl"}),
                  (f"{label}: SRigL (gamma_sal 0.3, ablation)", {**config, **sparse, "method": "srigl"}),
-                 (f"{label}: SRigL without ablation", {**config, **sparse, "method": "srigl", "ablation": False})]
+                 (f"{label}: SRigL without ablation", {**config, **sparse, "method": "srigl", "ablation": False}),
+                 (f"{label}: SRigL, gamma_sal 0.95 (the ViT setting)", {**config, **sparse, "method": "srigl",
+                                                                       "gamma_sal": 0.95})]
     return rows
 
 
-SUITES["srigl"] = {"title": "SRigL against RigL at density 0.1, MNIST-1D", "rows": _srigl_rows()}
+SUITES["srigl"] = {"title": "SRigL against RigL at density 0.1, MNIST-1D", "rows": _srigl_rows(),
+                   "empty_neurons": True}
+
+
+def empty_neurons(checkpoint: Path) -> int:
+    """Neurons (rows of a weight's mask) without any active weight in a run's last checkpoint."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["model"]
+    return sum(int((~m.reshape(m.shape[0], -1).any(dim=1)).sum()) for k, m in state.items() if k.endswith("_mask"))
 
 
 def digits32(out: Path) -> str:
@@ -156,23 +166,27 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
     out = Path(args.out)
     store = ResultsStore(out / "results.db")
+    neurons = suite.get("empty_neurons", False)
     lines = [f"## {suite['title']}", "",
-             "| run | test accuracy (mean ± std) | seeds | minutes per run |", "|---|---|---|---|"]
+             "| run | test accuracy (mean ± std) | seeds | minutes per run |" + (" neurons without weights |" if neurons else ""),
+             "|---|---|---|---|" + ("---|" if neurons else "")]
     started_all = time.perf_counter()
     for label, config in suite["rows"]:
-        accs, times = [], []
+        accs, times, empty = [], [], []
         for seed in seeds:
             started = time.perf_counter()
             if "data_dir" in suite:
                 where = suite["data_dir"]
                 config = {**config, "data_dir": where(out) if callable(where) else where}
-            row = run(build_spec({**config, "seed": seed}), root=out, store=store, progress=False,
-                      log=lambda *_: None)
+            spec = build_spec({**config, "seed": seed})
+            row = run(spec, root=out, store=store, progress=False, log=lambda *_: None)
+            if neurons and config["method"] != "dense":
+                empty.append(empty_neurons(RunDir(out, spec.config_hash, seed).last_checkpoint))
             times.append(time.perf_counter() - started)
             accs.append(100 * row["final"]["test_acc"])
         std = statistics.stdev(accs) if len(accs) > 1 else 0.0
         lines.append(f"| {label} | {statistics.mean(accs):.2f} ± {std:.2f} | {len(accs)} | "
-                     f"{statistics.mean(times) / 60:.1f} |")
+                     f"{statistics.mean(times) / 60:.1f} |" + (f" {'/'.join(map(str, empty)) or '-'} |" if neurons else ""))
         print(lines[-1], flush=True)
     command = f"OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/method_table.py {args.suite} " \
               f"--seeds {args.seeds} --out {args.out}"
