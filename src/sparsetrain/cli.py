@@ -243,7 +243,8 @@ def cmd_train(argv: Sequence[str]) -> int:
                                 force=control["force"], progress=not control["no_progress"]))
             except RunHeldError as exc:  # another process trains it: move on
                 print(f"sparsetrain: {exc}", file=sys.stderr)
-        among = _all_ids(store)
+        runs = [row for row in runs if row is not None]  # under torchrun, ranks other than 0 get none
+        among = _all_ids(store) if runs else []
     if runs:
         print("\n" + comparison_table(runs, among=among))
     return 0
@@ -764,6 +765,28 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 _python_showwarning = warnings.showwarning
 
 
+def _run_distributed(argv: list[str]) -> int:
+    """Under torchrun: rank 0 runs the command, writes every file and speaks; the other ranks
+    train each run it starts alongside it (`sparsetrain.experiments.runner.follow`), print
+    nothing and write nothing."""
+    from sparsetrain.engine import distributed
+    from sparsetrain.experiments.runner import follow
+
+    distributed.init_from_env()
+    if not distributed.is_main():
+        sys.stdout = open(os.devnull, "w")
+        warnings.simplefilter("ignore")
+        follow()
+        return 0
+    try:
+        return COMMANDS[argv[0]](argv[1:])
+    finally:
+        try:
+            distributed.broadcast_object(None)  # done: the followers return
+        except RuntimeError:  # they are gone already (torchrun stops them when a rank fails)
+            pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _run(list(sys.argv[1:] if argv is None else argv))
@@ -791,8 +814,12 @@ def _run(argv: list[str]) -> int:
         return 2
     from sparsetrain.experiments.process import exit_code, interrupt_on_terminate
 
+    from sparsetrain.engine import distributed
+
     previous = interrupt_on_terminate()  # SIGTERM (timeout, SLURM) stops a run as Ctrl-C does
     try:
+        if distributed.launched_by_torchrun():
+            return _run_distributed(argv)
         return COMMANDS[argv[0]](argv[1:])
     except UserError as exc:
         print(f"sparsetrain: error: {exc}", file=sys.stderr)

@@ -68,6 +68,8 @@ class Method:
         super().__init_subclass__(**kwargs)
         if "step" in cls.__dict__:
             cls.step = _guarded(cls.__dict__["step"])
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _unwrapping(cls.__dict__["__init__"])
     config_class: ClassVar[type] = MethodConfig
     needs_data: ClassVar[bool] = False
     """True if `prepare` reads training batches (pruning at initialization)."""
@@ -81,7 +83,7 @@ class Method:
             raise TypeError("pass either config= or keyword options, not both")
         self.config = config if config is not None else from_dict(
             self.config_class, options, where=f"{self.name} option")
-        self.model = model
+        self.model = model = unwrap_parallel(model)
         self.optimizer = optimizer
         self.total_steps = total_steps
         self.steps_per_epoch = steps_per_epoch
@@ -193,6 +195,25 @@ class Method:
 Method.step = _guarded(Method.step)
 
 
+def _unwrapping(init: Callable[..., None]) -> Callable[..., None]:
+    """``init`` given the model inside a DDP wrapper (`unwrap_parallel`) as its model."""
+    @functools.wraps(init)
+    def run(self: Method, model: nn.Module, *args: Any, **kwargs: Any) -> None:
+        init(self, unwrap_parallel(model), *args, **kwargs)
+    return run
+
+
+def unwrap_parallel(model: nn.Module) -> nn.Module:
+    """The model inside a ``DistributedDataParallel`` (or ``DataParallel``) wrapper, else ``model``.
+
+    A method works on the wrapped module, so its weight names, state dict and checkpoints are
+    the plain model's (no ``module.`` prefix) whether or not the model was wrapped. The masked
+    backend only adds mask buffers, so the wrapper keeps training the same parameters."""
+    while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+        model = model.module
+    return model
+
+
 @torch.no_grad()
 def _save_optimizer(optimizer: torch.optim.Optimizer) -> list:
     """Copies of every parameter and its optimizer state, to undo one optimizer step."""
@@ -245,6 +266,18 @@ class SparsityConfig(MethodConfig):
             raise UserError("distribution=custom needs layer_densities, a {parameter name: density} map")
 
 
+def _refuse_replacing_backend_under_ddp(backend: str) -> None:
+    """A backend that replaces the layers' parameters (``sparse``) cannot train under DDP."""
+    import torch.distributed as dist
+
+    replaces = getattr(BACKENDS.get(backend), "takes_optimizer", False)
+    if replaces and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        raise UserError(f"backend {backend!r} cannot train under DistributedDataParallel (torchrun): it "
+                        "replaces the layers' parameters, which DDP must hold unchanged, and forms "
+                        "RigL's dense gradient on each process without DDP's averaging; use "
+                        "backend=masked for multi-process training")
+
+
 def selection_options(cfg: SparsityConfig) -> dict[str, Any]:
     """The keyword options of `choose_weights` held by a sparsity config."""
     return {"dense_first": cfg.dense_first, "dense_last": cfg.dense_last, "include": cfg.include,
@@ -275,6 +308,7 @@ class Sparsifier(Method):
         self.parts = {c.name: c.parts for c in self.selection.chosen}
         """Weight name -> number of logical layers (equal row blocks) it holds, e.g. 3 for q/k/v."""
         names = self.selection.names
+        _refuse_replacing_backend_under_ddp(cfg.backend)
         self.before_attach(names)
         self.weights = attach(model, names, cfg.backend, optimizer)
         if cfg.fuse_activations:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sparsetrain.data.augment import AUGMENTATIONS
+from sparsetrain.engine import distributed
 from sparsetrain.engine.events import Callback
 from sparsetrain.errors import ConfigError
 from sparsetrain.sparse import generator
@@ -16,6 +17,7 @@ class Augment(Callback):
     The randomness of batch ``i`` of epoch ``e`` comes from a generator seeded by
     ``(seed, e, i)``, so a run is reproducible, a resumed run (which restarts at an epoch
     boundary) augments exactly as the uninterrupted one, and the global RNG is untouched.
+    Under DDP each rank's part of the batch gets draws seeded by its rank as well.
     """
 
     def __init__(self, name: str, seed: int, input_shape: tuple[int, ...]) -> None:
@@ -29,5 +31,6 @@ class Augment(Callback):
 
     def on_batch_start(self, trainer: Any) -> None:
         x, y = trainer.batch
-        trainer.batch = (self.transform(x, generator(self.seed, trainer.epoch, self.index, "augment")), y)
+        ranked = (distributed.rank(),) if distributed.world_size() > 1 else ()  # DDP: each rank its own draws
+        trainer.batch = (self.transform(x, generator(self.seed, trainer.epoch, self.index, "augment", *ranked)), y)
         self.index += 1

@@ -28,7 +28,7 @@ from sparsetrain.errors import UserError
 TORCHRUN_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
-class MaskMismatchError(RuntimeError):
+class MaskMismatchError(UserError):
     """The ranks of a distributed run hold different masks: the run stops rather than train on them."""
 
 
@@ -57,32 +57,35 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def init_from_env(device: str = "auto") -> torch.device | None:
-    """Join the process group torchrun describes in the environment; returns this rank's device.
+def init_from_env() -> bool:
+    """Join the process group torchrun describes in the environment; True if this call joined.
 
-    Does nothing and returns None when not launched by torchrun or when the group already
-    exists. ``device`` is the run's device option: ``auto`` or ``cuda`` give each rank the
-    GPU ``cuda:LOCAL_RANK`` and NCCL when CUDA is present; ``cpu`` (or no CUDA) gives gloo.
-    An explicit ``cuda:N`` is refused: under torchrun each rank takes its own GPU.
+    Does nothing when not launched by torchrun or when the group already exists. With CUDA
+    present each rank takes the GPU of its local rank and the group speaks NCCL for CUDA
+    tensors and gloo for CPU ones (so a run with ``--device cpu`` works there too); without
+    CUDA, gloo.
     """
     if not launched_by_torchrun() or is_distributed():
-        return None
-    local_rank = int(os.environ["LOCAL_RANK"])
-    if device.startswith("cuda:"):
-        raise UserError(f"device {device!r}: under torchrun each process uses the GPU of its local "
-                        "rank; use --device cuda (or auto)")
-    if device in ("auto", "cuda") and torch.cuda.is_available():
+        return False
+    if torch.cuda.is_available():
+        local_rank = int(os.environ["LOCAL_RANK"])
         if local_rank >= torch.cuda.device_count():
             raise UserError(f"torchrun started more processes per node than this machine has GPUs "
                             f"({torch.cuda.device_count()}); lower --nproc-per-node")
         torch.cuda.set_device(local_rank)
-        chosen, backend = torch.device("cuda", local_rank), "nccl"
-    elif device == "cuda":
-        raise UserError("device 'cuda' was asked for, but CUDA is not available on this machine")
+        backend = "cpu:gloo,cuda:nccl"
     else:
-        chosen, backend = torch.device("cpu"), "gloo"
+        backend = "gloo"
     dist.init_process_group(backend=backend, init_method="env://")
-    return chosen
+    return True
+
+
+def check_device(device: torch.device) -> None:
+    """Refuse a device a rank cannot train on under DDP: an explicit ``cuda:N`` (each rank
+    uses the GPU of its local rank)."""
+    if is_distributed() and device.type == "cuda" and device.index != torch.cuda.current_device():
+        raise UserError(f"device {str(device)!r}: under torchrun each process uses the GPU of its local "
+                        "rank; use --device cuda (or auto)")
 
 
 def shutdown() -> None:
@@ -99,7 +102,7 @@ def barrier() -> None:
 
 def collective_device() -> torch.device:
     """Where tensors for a collective must live: the current GPU for NCCL, else the CPU."""
-    if is_distributed() and dist.get_backend() == "nccl":
+    if is_distributed() and dist.get_backend() == "nccl":  # a group of NCCL alone (user-made)
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
 
@@ -189,16 +192,59 @@ def check_same_masks(named_masks: Sequence[tuple[str, torch.Tensor]], when: str)
     of them reach the same verdict and stop together. ``when`` says where in the run the
     check ran (it goes into the message). Call it on every rank at the same point.
     """
-    if not is_distributed():
+    if is_distributed():
+        rows = all_gather_int64([1, *(mask_fingerprint(mask) for _, mask in named_masks)])
+        _compare([name for name, _ in named_masks], rows, when)
+
+
+def _compare(names: list[str], rows: list[list[int]], when: str) -> None:
+    """The verdict on gathered rows ``[changed, hash per mask]`` (one per rank)."""
+    changed = [r for r, row in enumerate(rows) if row[0]]
+    if not changed:
         return
-    names = [name for name, _ in named_masks]
-    gathered = all_gather_int64([mask_fingerprint(mask) for _, mask in named_masks])
-    for index, name in enumerate(names):
-        hashes = [row[index] for row in gathered]
-        if len(set(hashes)) > 1:
-            differing = [r for r, h in enumerate(hashes) if h != hashes[0]]
+    if len(changed) < len(rows):
+        still = [r for r in range(len(rows)) if r not in changed]
+        raise MaskMismatchError(
+            f"the masks of the {len(rows)} ranks differ {when}: they changed on rank(s) "
+            f"{_ranks(changed)} but not on rank(s) {_ranks(still)}; the run stops rather than train on "
+            "diverged masks")
+    for index, name in enumerate(names, 1):
+        hashes = [row[index] for row in rows]
+        differing = [r for r, h in enumerate(hashes) if h != hashes[0]]
+        if differing:
             raise MaskMismatchError(
-                f"the masks of the {world_size()} ranks differ {when}: layer {name!r} on rank(s) "
-                f"{', '.join(map(str, differing))} is not rank 0's; the run stops rather than train "
-                "on diverged masks (a method drew randomness or scores that are not the same on "
-                "every rank)")
+                f"the masks of the {len(rows)} ranks differ {when}: layer {name!r} on rank(s) "
+                f"{_ranks(differing)} is not rank 0's; the run stops rather than train on diverged "
+                "masks (a method drew randomness or scores that are not the same on every rank)")
+
+
+def _ranks(ranks: list[int]) -> str:
+    return ", ".join(map(str, ranks))
+
+
+class MaskGuard:
+    """Proves, after every optimizer step, that every rank holds the same masks.
+
+    ``weights`` are a method's sparse weights (``name`` and boolean ``mask``). A rank notices
+    that its masks changed from their tensors' version counters (no pass over the masks);
+    then it hashes them. One small all-gather per step carries every rank's flag and hashes:
+    if any rank's masks changed, all must have changed to the same masks, else every rank
+    raises `MaskMismatchError` at the same step. In one process `check` does nothing.
+    """
+
+    def __init__(self, weights: Iterable[Any]) -> None:
+        self.weights = list(weights)
+        self.seen = self._versions()
+
+    def _versions(self) -> list[tuple[int, int]]:
+        return [(id(mask), mask._version) for mask in (w.mask for w in self.weights)]
+
+    def check(self, when: str, force: bool = False) -> None:
+        """Compare the ranks' masks if any rank's changed since the last check (or ``force``)."""
+        if not is_distributed() or not self.weights:
+            return
+        versions = self._versions()
+        changed = force or versions != self.seen
+        self.seen = versions
+        hashes = [mask_fingerprint(w.mask) if changed else 0 for w in self.weights]
+        _compare([w.name for w in self.weights], all_gather_int64([int(changed), *hashes]), when)

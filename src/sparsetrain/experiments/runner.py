@@ -12,9 +12,9 @@ from tqdm.auto import tqdm
 
 from sparsetrain import analysis
 from sparsetrain.data import check_splits, load
-from sparsetrain.engine import Callback, Trainer
+from sparsetrain.engine import Callback, Trainer, distributed
 from sparsetrain.engine.trainer import resolve_device
-from sparsetrain.errors import DivergedError
+from sparsetrain.errors import DivergedError, UserError
 from sparsetrain.experiments.lock import RunLock
 from sparsetrain.experiments.robustness import check_robust_eval, evaluate_robustness, robustness_callbacks
 from sparsetrain.experiments.rundir import RunDir
@@ -92,28 +92,22 @@ def run(spec: RunSpec, *, root: str | Path, store: ResultsStore, resume: bool = 
     finished result (row, epochs, checkpoint, metrics) is put back. One process at a time
     trains a run (`RunLock`): another one gets `RunHeldError`. A run that stops is stored as
     ``diverged`` (non-finite loss), ``interrupted`` (SIGINT/SIGTERM) or ``failed``.
+
+    Under torchrun this runs on rank 0, which holds the lock, decides (finished, resume,
+    retry), writes the run folder and the store; the other ranks train alongside it in
+    `follow`, told each run and each decision by broadcast.
     """
     exp = spec.experiment
     run_id = store.run_id(spec.config_hash, exp.seed)
-    data = load(exp.dataset, seed=exp.seed, val_fraction=exp.val_fraction, data_dir=exp.data_dir,
-                **(exp.dataset_options or {}))
-    check_splits(data, f"dataset {exp.dataset!r}" + (f" in {exp.data_dir!r}" if exp.data_dir else ""))
-    context = scenario_context(spec, data, root)
-    data = apply_scenarios(data, exp, context)
-    torch.manual_seed(exp.seed)
-    model = context.make_model()
     run_dir = RunDir(root, spec.config_hash, exp.seed)
-    check_robust_eval(exp, data)
+    tell = _Followers(spec, root)
     # robustness callbacks first: their per-epoch metrics (test_robust_acc) are in the
     # history before RecordCallback writes the epoch to the store
-    trainer = Trainer(model, data, spec.train, method=exp.method, method_config=spec.method,
-                      seed=exp.seed, checkpoint_path=run_dir.last_checkpoint,
-                      callbacks=[*robustness_callbacks(exp, data),
-                                 RecordCallback(store, run_dir, run_id, spec, log),
-                                 ProgressCallback(f"{exp.method} seed {exp.seed}", progress),
-                                 *callbacks])
+    data, trainer = _setup(spec, root, run_dir, [RecordCallback(store, run_dir, run_id, spec, log),
+                                                 ProgressCallback(f"{exp.method} seed {exp.seed}", progress),
+                                                 *callbacks])
     # everything a user can get wrong has been checked above, before the store is touched
-    with RunLock(run_dir.lock_path, run_id):
+    with tell, RunLock(run_dir.lock_path, run_id):
         if store.is_finished(run_id) and not force:
             log(f"{run_id}: already finished (use --force to run it again)")
             return store.get_run(run_id)
@@ -126,11 +120,13 @@ def run(spec: RunSpec, *, root: str | Path, store: ResultsStore, resume: bool = 
         elif not resume:
             run_dir.last_checkpoint.unlink(missing_ok=True)  # start over: never resume it later
         run_dir.write_config(spec.resolved())
-        log(f"{run_id}: {exp.method} on {exp.model}/{exp.dataset}, run folder {run_dir.path}")
+        log(f"{run_id}: {exp.method} on {exp.model}/{exp.dataset}, run folder {run_dir.path}"
+            + (f", {trainer.world} processes" if trainer.world > 1 else ""))
         log(analysis.describe(analysis.layer_table(trainer.model, data.input_shape),
                               trainer.method.itop_rate()))
+        resume = tell.resume(resume and not retried)  # the run folder is ready for every rank
         try:
-            row = _train(trainer, spec, data, store, run_id, resume=resume and not retried, log=log)
+            row = _train(trainer, spec, data, store, run_id, resume=resume, log=log)
         except BaseException as exc:
             status = stop_status(exc)
             if store.get_run(run_id) is not None:  # started: keep a record of why it stopped
@@ -145,6 +141,68 @@ def run(spec: RunSpec, *, root: str | Path, store: ResultsStore, resume: bool = 
         return row
 
 
+def _setup(spec: RunSpec, root: str | Path, run_dir: RunDir,
+           callbacks: Sequence[Callback]) -> tuple[Any, Trainer]:
+    """The run's data (scenarios applied) and its Trainer, the same on every rank."""
+    exp = spec.experiment
+    data = load(exp.dataset, seed=exp.seed, val_fraction=exp.val_fraction, data_dir=exp.data_dir,
+                **(exp.dataset_options or {}))
+    check_splits(data, f"dataset {exp.dataset!r}" + (f" in {exp.data_dir!r}" if exp.data_dir else ""))
+    context = scenario_context(spec, data, root)
+    data = apply_scenarios(data, exp, context)
+    torch.manual_seed(exp.seed)
+    model = context.make_model()
+    check_robust_eval(exp, data)
+    trainer = Trainer(model, data, spec.train, method=exp.method, method_config=spec.method,
+                      seed=exp.seed, checkpoint_path=run_dir.last_checkpoint,
+                      callbacks=[*robustness_callbacks(exp, data), *callbacks])
+    return data, trainer
+
+
+class _Followers:
+    """Rank 0's side of `follow`: says which run comes (on creation), then whether the others
+    train it and whether from its checkpoint (`resume`), or, if the run ends before that
+    (finished already, held by another process, an error), that they do not. No-op in one process."""
+
+    def __init__(self, spec: RunSpec, root: str | Path) -> None:
+        self.told = not distributed.is_distributed()
+        if not self.told:
+            distributed.broadcast_object((spec, str(root)))
+
+    def resume(self, resume: bool | None) -> bool | None:
+        self.told = True
+        return distributed.broadcast_object(resume)
+
+    def __enter__(self) -> _Followers:
+        return self
+
+    def __exit__(self, kind: type | None, *_: object) -> None:
+        if not self.told and kind is not KeyboardInterrupt:  # (torchrun stops every rank on a signal)
+            self.resume(None)
+
+
+def follow() -> None:
+    """A rank other than 0 under torchrun: set up and train every run rank 0 starts (same data,
+    model, masks), until rank 0 says it is done; writes nothing. An error that every rank meets
+    (bad input, a diverged run, diverged masks) ends that run here as on rank 0."""
+    while True:
+        message = distributed.broadcast_object(None)
+        if message is None:
+            return
+        spec, root = message
+        try:
+            data, trainer = _setup(spec, root, RunDir(root, spec.config_hash, spec.experiment.seed), [])
+        except UserError:
+            continue
+        resume = distributed.broadcast_object(None)
+        if resume is None:  # rank 0 does not train it
+            continue
+        try:
+            trainer.fit(resume=resume)
+        except UserError:
+            continue
+
+
 def _train(trainer: Trainer, spec: RunSpec, data: Any, store: ResultsStore, run_id: str, *,
            resume: bool, log: Callable[[str], None]) -> dict[str, Any]:
     """Fit, evaluate and store the run as finished; returns its store row."""
@@ -156,6 +214,8 @@ def _train(trainer: Trainer, spec: RunSpec, data: Any, store: ResultsStore, run_
                  epochs=len(history), train_time_s=time.perf_counter() - started)
     final.update(train_samples=len(data.train), test_samples=len(data.test),
                  trained_weights=trainer.method.trains_weights)
+    if trainer.world > 1:
+        final["world_size"] = trainer.world
     final.update(evaluate_robustness(trainer.model, data, spec.experiment))
     store.finish(run_id, final, layers)
     log(analysis.describe(layers, trainer.method.itop_rate()))
