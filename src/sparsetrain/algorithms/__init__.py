@@ -36,9 +36,11 @@ __all__ += ["AfterTraining", "GlobalMagnitude", "IMP", "LAMP", "LayerAdaptiveDP"
 from sparsetrain.algorithms.supermask import EdgePopup, SupermaskConfig  # noqa: E402
 
 __all__ += ["EdgePopup", "SupermaskConfig"]
-from sparsetrain.algorithms.suptickets import SupTickets, SupTicketsConfig  # noqa: E402
+from sparsetrain.algorithms.suptickets import (  # noqa: E402
+    SupTickets, SupTicketsConfig, SupTicketsGraNet, SupTicketsGraNetConfig,
+)
 
-__all__ += ["SupTickets", "SupTicketsConfig"]
+__all__ += ["SupTickets", "SupTicketsConfig", "SupTicketsGraNet", "SupTicketsGraNetConfig"]
 from sparsetrain.algorithms.dsn import DSN, DSNConfig  # noqa: E402
 
 __all__ += ["DSN", "DSNConfig"]

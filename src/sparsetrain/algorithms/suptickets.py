@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from sparsetrain.algorithms.dynamic import DynamicConfig, DynamicSparsifier
+from sparsetrain.algorithms.granet import GraNet, GraNetConfig
 from sparsetrain.algorithms.registry import register_method
 from sparsetrain.config import check_range, option
 from sparsetrain.errors import UserError
@@ -267,3 +268,38 @@ class SupTickets(DynamicSparsifier):
         self.superposed = state.get("superposed")
         self.tickets = int(state.get("tickets", 0))
         self.installed = bool(state.get("installed", False))
+
+
+@dataclass(frozen=True)
+class SupTicketsGraNetConfig(SupTicketsConfig, GraNetConfig):
+    """The reference's "cheap tickets created by GraNet" CIFAR command (luuyin/Sup-tickets README:
+    --method GraNet --init-density 0.5 --final-density 0.05, --init-prune-epoch 0 and
+    --final-prune-epoch 110 of 250 epochs by default, regrowth as the RigL variant)."""
+
+    prune_stop_fraction: float = option(0.44, "fraction of training by which `density` is reached (the "
+                                        "reference's default --final-prune-epoch 110 of --epochs 250)")
+
+
+@register_method("sup-tickets-granet", help="Sup-tickets over GraNet: gradual pruning with regrowth, then "
+                 "cycles whose cheap tickets are superposed into one (Yin et al. 2022)")
+class SupTicketsGraNet(GraNet, SupTickets):
+    """`SupTickets` with GraNet underneath (the reference's ``--method GraNet``): before the
+    cycles, GraNet's gradual global magnitude pruning from ``initial_density`` (0.5) down to
+    ``density`` on the cubic schedule (ending at ``prune_stop_fraction``), each pruning step
+    followed by the regrowth update (drop ⌈r·active⌉ by magnitude, grow by gradient), every
+    ``update_interval`` steps; then the cycles, tickets and superposition of `SupTickets`, whose
+    budget is the final ``density``. The cycles must begin after pruning has ended."""
+
+    name = "sup-tickets-granet"
+    config_class: ClassVar[type] = SupTicketsGraNetConfig
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, **kwargs: Any) -> None:
+        super().__init__(model, optimizer, **kwargs)
+        if self.cycles and self.pruning.end > self.cycle_start:
+            raise UserError(f"sup-tickets-granet: gradual pruning runs until step {self.pruning.end}, after the "
+                            f"cycles begin (step {self.cycle_start}); lower prune_stop_fraction or cycle_fraction")
+
+    def current_targets(self) -> dict[str, int]:
+        if self.installed:
+            return {w.name: w.active for w in self.weights}
+        return super().current_targets()

@@ -7,6 +7,7 @@ from torch import nn
 import sparsetrain as st
 from sparsetrain.data import DatasetSplits, TensorData
 from sparsetrain.engine import Callback, TrainConfig, Trainer
+from sparsetrain.errors import UserError
 
 SPE, EPOCHS = 4, 6  # 3 epochs of RigL, then 3 cycles of 1 epoch: boundaries after steps 12, 16, 20, 24
 OPTIONS = dict(density=0.25, distribution="uniform", update_interval=5, cycle_epochs=1,
@@ -149,3 +150,35 @@ def test_trainer_resumes_inside_the_cycles_identically(tmp_path):
     assert [h["test_acc"] for h in resumed.history] == [h["test_acc"] for h in straight.history]
     for a, b in zip(straight.model.state_dict().values(), resumed.model.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_sup_tickets_over_granet_prunes_on_the_cubic_schedule_then_superposes_at_the_budget():
+    spe, epochs = 4, 10  # 5 cycles of 1 epoch from step 20; pruning every 2 steps until step 16
+    model = _net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    method = st.create("sup-tickets-granet", model, opt, total_steps=epochs * spe, steps_per_epoch=spe,
+                       density=0.25, initial_density=0.5, distribution="uniform", update_interval=2,
+                       prune_stop_fraction=0.4, cycle_epochs=1, cycle_fraction=0.5)
+    assert method.cycle_start == 20 and sum(w.active for w in method.weights) == 40  # initial_density 0.5
+    g = torch.Generator().manual_seed(2)
+    counts, masks = [], []
+    for _ in range(epochs * spe):
+        x, y = torch.randn(8, 5, generator=g), torch.randint(0, 5, (8,), generator=g)
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        method.step()
+        counts.append(sum(w.active for w in method.weights))
+        masks.append(torch.cat([w.mask.reshape(-1) for w in method.weights]))
+    for t in range(2, 17, 2):  # an independent cubic: d_t = d_f + (d_i - d_f)(1 - t / 16)^3 of 80 weights
+        assert counts[t - 1] == round((0.25 + 0.25 * (1 - t / 16) ** 3) * 80), t
+    assert counts[15:] == [20] * 25  # at the budget from the end of pruning to the end
+    assert any(not torch.equal(masks[t - 2], masks[t - 1]) for t in range(18, 21))  # regrowth after pruning
+    assert method.tickets == 5 and method.installed
+    assert sum(int(w.mask.sum()) for w in method.weights) == 20
+
+
+def test_sup_tickets_over_granet_refuses_pruning_into_the_cycles():
+    with pytest.raises(UserError, match="after the cycles begin"):
+        st.create("sup-tickets-granet", _net(), torch.optim.SGD(_net().parameters(), lr=0.1), total_steps=40,
+                  steps_per_epoch=4, density=0.25, update_interval=2, prune_stop_fraction=0.8, cycle_epochs=1,
+                  cycle_fraction=0.5)
