@@ -706,6 +706,9 @@ def cmd_export(argv: Sequence[str]) -> int:
     parser.add_argument("--dest", metavar="FOLDER", help="folder the exported model is written to "
                         "[default: <run folder>/export]")
     parser.add_argument("--to", dest="old_to", help=argparse.SUPPRESS)
+    parser.add_argument("--shrink", action="store_true", help="write a smaller dense model instead: the dead "
+                        "channels removed (st.shrink; a CNN's filters masked whole with their batch norm zero), "
+                        "loaded back by st.load_shrunk [default folder: <run folder>/shrunk]")
     args = parser.parse_args(argv)
     flag = "--dest"
     if args.old_to is not None:
@@ -722,8 +725,8 @@ def cmd_export(argv: Sequence[str]) -> int:
 
     with _open_store(args.out) as store:
         record = store.find_run(args.run)
-    folder = export_run(record, args.out, args.dest)
-    print(f"exported {record['run_id']} to {folder}")
+    folder = export_run(record, args.out, args.dest, shrink=args.shrink)
+    print(f"exported {record['run_id']} {'shrunk ' if args.shrink else ''}to {folder}")
     return 0
 
 
@@ -741,7 +744,7 @@ SUMMARIES = {
     "lottery": "lottery tickets: iterative magnitude pruning with rewinding",
     "soup": "average runs that share one mask into a sparse model soup",
     "bench": "a grid of methods x densities x scenarios x seeds",
-    "export": "write a run's model as a truly sparse inference model",
+    "export": "write a run's model as a truly sparse inference model (--shrink: a smaller dense one)",
 }
 
 

@@ -5,6 +5,11 @@ The folder holds ``model.safetensors`` (every tensor of the model's state: a spa
 ``manifest.json`` (format, the registered model and its options when known, and each
 sparse layer's type, shape, active weights and convolution settings). `load_exported`
 rebuilds the model with sparse layers and predicts exactly as the exported one did.
+
+A shrunk model (`sparsetrain.backends.shrink.shrink`) is written the same way in its own
+format: `export_shrunk` records the registered model, the input shape and the channel cuts;
+`load_shrunk` builds the model, makes the same cuts (Torch-Pruning's dependency graph) and
+loads the weights.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from sparsetrain.backends.sparse import SparseLayer, to_sparse
 from sparsetrain.errors import UserError
 
 FORMAT = "sparsetrain-sparse/1"
+SHRUNK_FORMAT = "sparsetrain-shrunk/1"
 TENSORS, MANIFEST = "model.safetensors", "manifest.json"
 
 
@@ -56,9 +62,10 @@ def export_model(model: nn.Module, folder: str | Path, *, model_spec: dict[str, 
     return folder
 
 
-def read_manifest(folder: str | Path) -> dict[str, Any]:
+def read_manifest(folder: str | Path, fmt: str = FORMAT) -> dict[str, Any]:
     """The manifest of an export folder, checked: a UserError naming the file when it is
-    missing, not JSON, of another format or not shaped as `export_model` writes it."""
+    missing, not JSON, of another format than ``fmt`` or not shaped as `export_model` (or
+    `export_shrunk`) writes it."""
     path = Path(folder) / MANIFEST
     if not path.is_file():
         raise UserError(f"{str(path)!r} does not exist; give the folder written by `sparsetrain export`")
@@ -68,9 +75,11 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
         raise UserError(f"{str(path)!r} is not a JSON manifest ({type(exc).__name__})") from None
     if not isinstance(manifest, dict):
         raise UserError(f"{str(path)!r} must hold a JSON object; it holds a {type(manifest).__name__}")
-    if manifest.get("format") != FORMAT:
-        raise UserError(f"{str(path)!r} has format {manifest.get('format')!r}; this version reads {FORMAT!r}")
-    problem = _manifest_problem(manifest)
+    if manifest.get("format") != fmt:
+        hint = {FORMAT: "load it with load_exported", SHRUNK_FORMAT: "load it with load_shrunk"}.get(
+            manifest.get("format"), f"this reads {fmt!r}")
+        raise UserError(f"{str(path)!r} has format {manifest.get('format')!r}; {hint}")
+    problem = _manifest_problem(manifest) if fmt == FORMAT else _shrunk_problem(manifest)
     if problem:
         raise UserError(f"{str(path)!r} is damaged: {problem}")
     return manifest
@@ -120,20 +129,7 @@ def load_exported(folder: str | Path, model: nn.Module | None = None,
     manifest = read_manifest(folder)
     tensors_path = Path(folder) / TENSORS
     if model is None:
-        spec = manifest.get("model")
-        if not spec:
-            raise UserError("the export records no registered model; pass model= (the dense architecture)")
-        from sparsetrain.models import create
-        options = dict(spec.get("options") or {})
-        if "input_shape" in options:
-            options["input_shape"] = tuple(options["input_shape"])
-        try:
-            model = create(spec["name"], **options)
-        except UserError as exc:
-            raise UserError(f"{str(Path(folder) / MANIFEST)!r} names a model that cannot be built: {exc}") from None
-        except (TypeError, ValueError, RuntimeError) as exc:
-            raise UserError(f"{str(Path(folder) / MANIFEST)!r} names a model that cannot be built: "
-                            f"{(str(exc).splitlines() or [''])[0][:200]}") from None
+        model = _registered_model(manifest, Path(folder) / MANIFEST)
     names = [e["name"] for e in manifest["layers"]]
     try:
         to_sparse(model, None, names)
@@ -166,6 +162,15 @@ def sparse_model_from_state(model: nn.Module, state: dict[str, torch.Tensor],
                             path: str | Path = "the checkpoint") -> nn.Module:
     """Load a training checkpoint's model state (masked or sparse backend) into the dense
     ``model`` and return it with sparse layers; ``path`` (the file) names it in errors."""
+    model = masked_model_from_state(model, state, path)
+    to_sparse(model)  # the masked layers
+    return model
+
+
+def masked_model_from_state(model: nn.Module, state: dict[str, torch.Tensor],
+                            path: str | Path = "the checkpoint") -> nn.Module:
+    """Load a training checkpoint's model state into the dense ``model``: masked layers get
+    their ``weight_mask`` buffers, sparse-backend layers stay sparse; ``path`` names it in errors."""
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                               for k, v in state.items()):
         raise UserError(f"{str(path)!r} is damaged: its model state is not a mapping of names to tensors")
@@ -184,5 +189,95 @@ def sparse_model_from_state(model: nn.Module, state: dict[str, torch.Tensor],
     except (UserError, AttributeError, KeyError, ValueError, TypeError) as exc:
         raise UserError(f"{str(path)!r} does not match the model: {exc}") from None
     load_state(model, state, path)
-    to_sparse(model)  # the masked layers
     return model
+
+
+def export_shrunk(small: nn.Module, folder: str | Path, *, model_spec: dict[str, Any] | None = None) -> Path:
+    """Write a model made by `shrink` to ``folder`` (``model.safetensors`` and ``manifest.json``:
+    the registered model, the input shape and the cuts that rebuild its architecture, each
+    layer's channels, the tensors' SHA-256); returns the folder. The tensors are written first and
+    the manifest last, each atomically: a folder is only readable once both match."""
+    import hashlib
+
+    from safetensors.torch import save
+
+    summary = getattr(small, "shrink_summary", None)
+    if summary is None:
+        raise UserError("export_shrunk writes a model made by st.shrink; this one has no shrink_summary")
+    data = save({k: v.detach().cpu().contiguous().clone() for k, v in small.state_dict().items()})
+    manifest = {"format": SHRUNK_FORMAT, "model": model_spec, "input_shape": list(summary.input_shape),
+                "cuts": [[root, bool(out), list(idxs)] for root, out, idxs in summary.history],
+                "layers": [{"name": r.name, "out": [r.out_before, r.out_after], "in": [r.in_before, r.in_after]}
+                           for r in summary.layers],
+                "parameters": [summary.params_before, summary.params_after],
+                "sha256": hashlib.sha256(data).hexdigest()}
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(folder / TENSORS, data)
+    atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return folder
+
+
+def load_shrunk(folder: str | Path, model: nn.Module | None = None,
+                map_location: str | torch.device = "cpu") -> nn.Module:
+    """The shrunk model `export_shrunk` wrote, in eval mode: the registered model is built
+    (or ``model``, the unshrunk architecture, is used), cut as the manifest says and loaded
+    with the weights. A damaged or mismatched folder is a UserError naming the file."""
+    import hashlib
+
+    from sparsetrain.backends.shrink import rebuild
+
+    manifest = read_manifest(folder, SHRUNK_FORMAT)
+    manifest_path, tensors_path = Path(folder) / MANIFEST, Path(folder) / TENSORS
+    if model is None:
+        model = _registered_model(manifest, manifest_path)
+    if tensors_path.is_file() and hashlib.sha256(tensors_path.read_bytes()).hexdigest() != manifest["sha256"]:
+        raise UserError(f"{str(tensors_path)!r} does not belong to {str(manifest_path)!r} (its SHA-256 differs); "
+                        "export again")
+    try:
+        rebuild(model, manifest["cuts"], manifest["input_shape"])
+    except UserError:
+        raise
+    except (AttributeError, IndexError, KeyError, RuntimeError, TypeError, ValueError) as exc:
+        raise UserError(f"{str(manifest_path)!r} lists cuts the model does not have: "
+                        f"{(str(exc).splitlines() or [type(exc).__name__])[0][:200]}") from None
+    load_state(model, read_tensors(tensors_path, map_location), tensors_path)
+    return model.to(map_location).eval()
+
+
+def _registered_model(manifest: dict[str, Any], manifest_path: Path) -> nn.Module:
+    """The registered model a manifest names, built with its options."""
+    spec = manifest.get("model")
+    if not spec:
+        raise UserError("the export records no registered model; pass model= (the dense architecture)")
+    from sparsetrain.models import create
+
+    options = dict(spec.get("options") or {})
+    if "input_shape" in options:
+        options["input_shape"] = tuple(options["input_shape"])
+    try:
+        return create(spec["name"], **options)
+    except UserError as exc:
+        raise UserError(f"{str(manifest_path)!r} names a model that cannot be built: {exc}") from None
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise UserError(f"{str(manifest_path)!r} names a model that cannot be built: "
+                        f"{(str(exc).splitlines() or [''])[0][:200]}") from None
+
+
+def _shrunk_problem(manifest: dict[str, Any]) -> str | None:
+    """What is wrong with the fields `load_shrunk` reads, or None."""
+    spec = manifest.get("model")
+    if spec is not None and (not isinstance(spec, dict) or not isinstance(spec.get("name"), str)
+                             or not isinstance(spec.get("options") or {}, dict)):
+        return "'model' must be null or an object with a string 'name' and an object 'options'"
+    shape = manifest.get("input_shape")
+    if not isinstance(shape, list) or not shape or not all(type(s) is int and s > 0 for s in shape):
+        return "'input_shape' must be a list of positive whole numbers"
+    cuts = manifest.get("cuts")
+    if not isinstance(cuts, list) or not all(
+            isinstance(c, list) and len(c) == 3 and isinstance(c[0], str) and isinstance(c[1], bool)
+            and isinstance(c[2], list) and all(type(i) is int and i >= 0 for i in c[2]) for c in cuts):
+        return "'cuts' must be a list of [layer name, true/false, [channel indices]]"
+    if not isinstance(manifest.get("sha256"), str):
+        return "'sha256' must be the tensors file's SHA-256 as text"
+    return None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -200,3 +202,30 @@ def test_sparse_backend_layers_shrink_like_masked_ones() -> None:
     small = shrink(model, (3, 6, 6))
     assert small.conv1.out_channels == 3 and isinstance(small.conv1, nn.Conv2d)
     torch.testing.assert_close(small.conv2.weight, masked.conv2.weight, rtol=0, atol=0)
+
+
+def test_export_shrunk_loads_back_and_refuses_a_foreign_tensors_file(tmp_path) -> None:
+    from sparsetrain.backends.export import export_shrunk, load_shrunk
+
+    torch.manual_seed(0)
+    model = Residual()
+    _kill_filter(model, "a", 2)
+    _kill_filter(model, "b", 3)
+    _kill_filter(model, "stem", 3)
+    small = shrink(model, (2, 5, 5))
+    export_shrunk(small, tmp_path / "a")
+    loaded = load_shrunk(tmp_path / "a", model=Residual())  # no registered model: the architecture is given
+    assert (loaded.a.out_channels, loaded.stem.out_channels) == (2, 3)
+    _same_outputs(small, loaded, (2, 5, 5))
+
+    other = copy.deepcopy(model)
+    _kill_filter(other, "a", 0)
+    export_shrunk(shrink(other, (2, 5, 5)), tmp_path / "b")
+    (tmp_path / "a" / "model.safetensors").write_bytes((tmp_path / "b" / "model.safetensors").read_bytes())
+    with pytest.raises(UserError, match=r"model.safetensors' does not belong to .*manifest.json"):
+        load_shrunk(tmp_path / "a", model=Residual())
+    with pytest.raises(UserError, match="has format 'sparsetrain-shrunk/1'; load it with load_shrunk"):
+        from sparsetrain.backends.export import load_exported
+        load_exported(tmp_path / "b", model=Residual())
+    with pytest.raises(UserError, match="no shrink_summary"):
+        export_shrunk(Residual(), tmp_path / "c")
