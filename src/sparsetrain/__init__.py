@@ -22,7 +22,8 @@ _FROM_ALGORITHMS = ("DSN", "Dense", "EdgePopup", "GMP", "GraNet", "GraSP", "MEST
                     "list_methods")
 
 _ELSEWHERE = {"summary": "sparsetrain.analysis", "register_layer": "sparsetrain.sparse",
-              "shrink": "sparsetrain.backends.shrink", "load_shrunk": "sparsetrain.backends.export"}
+              "shrink": "sparsetrain.backends.shrink", "load_shrunk": "sparsetrain.backends.export",
+              "semi_structured": "sparsetrain.backends.semi_structured"}
 
 __all__ = [*_FROM_ALGORITHMS, *_ELSEWHERE, "criteria", "data", "distributions", "models"]
 
