@@ -17,8 +17,8 @@ def _method_config(name):
     return from_dict(cls, values)
 
 
-def _trainer(name, epochs, tmp_path, callbacks=()):
-    config = TrainConfig(epochs=epochs, batch_size=16, lr=0.05, device="cpu")
+def _trainer(name, epochs, tmp_path, callbacks=(), device="cpu"):
+    config = TrainConfig(epochs=epochs, batch_size=16, lr=0.05, device=device)
     return Trainer(toy_model(), toy_data(), config, method=name, method_config=_method_config(name),
                    seed=3, callbacks=callbacks, checkpoint_path=tmp_path / "last.pt")
 
@@ -37,8 +37,8 @@ def _masks(trainer):
 
 
 @pytest.mark.parametrize("name", METHODS.names())
-def test_method_trains_keeps_density_and_resumes_identically(name, tmp_path):
-    straight = _trainer(name, 4, tmp_path / "a")
+def test_method_trains_keeps_density_and_resumes_identically(name, tmp_path, device):
+    straight = _trainer(name, 4, tmp_path / "a", device=device)
     history = straight.fit()
     assert len(history) == 4 and all(torch.isfinite(torch.tensor(h["train_loss"])) for h in history)
     method = straight.method
@@ -51,10 +51,10 @@ def test_method_trains_keeps_density_and_resumes_identically(name, tmp_path):
         for w in method.weights:
             assert w.parameter[~w.mask].eq(0).all()
 
-    interrupted = _trainer(name, 4, tmp_path / "b", callbacks=[_Interrupt(after_epoch=2)])
+    interrupted = _trainer(name, 4, tmp_path / "b", callbacks=[_Interrupt(after_epoch=2)], device=device)
     with pytest.raises(KeyboardInterrupt):
         interrupted.fit()
-    resumed = _trainer(name, 4, tmp_path / "b")
+    resumed = _trainer(name, 4, tmp_path / "b", device=device)
     resumed.fit(resume=True)
     assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in history]
     assert [h["test_acc"] for h in resumed.history] == [h["test_acc"] for h in history]

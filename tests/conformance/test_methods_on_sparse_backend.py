@@ -15,11 +15,11 @@ from toy_setup import FAST, toy_data, toy_model
 SPARSE_METHODS = [n for n in METHODS.names() if issubclass(METHODS.get(n), Sparsifier)]
 
 
-def _trainer(name, epochs, tmp_path, backend="sparse", callbacks=()):
+def _trainer(name, epochs, tmp_path, backend="sparse", callbacks=(), device="cpu"):
     cls = config_class(name)
     names = {f.name for f in dataclasses.fields(cls)}
     values = {k: v for k, v in {"density": 0.3, "backend": backend, **FAST}.items() if k in names}
-    config = TrainConfig(epochs=epochs, batch_size=16, lr=0.05, device="cpu")
+    config = TrainConfig(epochs=epochs, batch_size=16, lr=0.05, device=device)
     return Trainer(toy_model(), toy_data(), config, method=name, method_config=from_dict(cls, values),
                    seed=3, callbacks=callbacks, checkpoint_path=tmp_path / "last.pt")
 
@@ -39,8 +39,8 @@ def test_every_sparse_method_is_covered():
 
 
 @pytest.mark.parametrize("name", SPARSE_METHODS)
-def test_method_runs_on_the_sparse_backend(name, tmp_path):
-    straight = _trainer(name, 4, tmp_path / "a")
+def test_method_runs_on_the_sparse_backend(name, tmp_path, device):
+    straight = _trainer(name, 4, tmp_path / "a", device=device)
     history = straight.fit()
     assert all(torch.isfinite(torch.tensor(h["train_loss"])) for h in history)
     method = straight.method
@@ -55,10 +55,10 @@ def test_method_runs_on_the_sparse_backend(name, tmp_path):
             if isinstance(value, torch.Tensor) and value.dim():
                 assert value.shape == w.parameter.shape
 
-    interrupted = _trainer(name, 4, tmp_path / "b", callbacks=[_Interrupt()])
+    interrupted = _trainer(name, 4, tmp_path / "b", callbacks=[_Interrupt()], device=device)
     with pytest.raises(KeyboardInterrupt):
         interrupted.fit()
-    resumed = _trainer(name, 4, tmp_path / "b")
+    resumed = _trainer(name, 4, tmp_path / "b", device=device)
     resumed.fit(resume=True)
     assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in history]
     a, b = _structure(straight), _structure(resumed)

@@ -28,8 +28,8 @@ def model() -> nn.Module:
     return nn.Sequential(nn.Linear(10, 32), nn.ReLU(), nn.Linear(32, 4))
 
 
-def rigl_trainer(precision: str, epochs: int = 4, **options) -> Trainer:
-    config = TrainConfig(epochs=epochs, batch_size=16, lr=0.1, device="cpu", precision=precision, **options)
+def rigl_trainer(precision: str, epochs: int = 4, device: str = "cpu", **options) -> Trainer:
+    config = TrainConfig(epochs=epochs, batch_size=16, lr=0.1, device=device, precision=precision, **options)
     method = RigLConfig(density=0.3, distribution="uniform", update_interval=2, drop_fraction=0.5)
     return Trainer(model(), splits(), config, method="rigl", method_config=method, seed=1)
 
@@ -44,8 +44,8 @@ class Dtypes(Callback):
         trainer.model[-1].register_forward_hook(lambda m, i, out: self.seen.add(out.dtype))
 
 
-def test_bf16_autocast_trains_rigl_keeping_masks_and_density():
-    trainer = rigl_trainer("bf16", epochs=6)
+def test_bf16_autocast_trains_rigl_keeping_masks_and_density(device):
+    trainer = rigl_trainer("bf16", epochs=6, device=device)
     dtypes = Dtypes()
     trainer.callbacks.append(dtypes)
     history = trainer.fit()
@@ -78,10 +78,10 @@ def _one_step(trainer: Trainer, x: torch.Tensor, y: torch.Tensor, poison: bool) 
     return trainer.precision.step(trainer.method, trainer.optimizer)
 
 
-def test_fp16_step_skipped_by_the_grad_scaler_leaves_everything_untouched():
-    trainer = rigl_trainer("fp16")
+def test_fp16_step_skipped_by_the_grad_scaler_leaves_everything_untouched(device):
+    trainer = rigl_trainer("fp16", device=device)
     assert isinstance(trainer.precision.scaler, torch.amp.GradScaler)
-    x, y = splits().train.x[:16], splits().train.y[:16]
+    x, y = splits().train.x[:16].to(device), splits().train.y[:16].to(device)
     assert _one_step(trainer, x, y, poison=False)  # creates momentum; step 1 (not an update step)
     assert trainer.method.step_count == 1
     before, scale = _snapshot(trainer), trainer.precision.scaler.get_scale()
@@ -98,13 +98,13 @@ def test_fp16_step_skipped_by_the_grad_scaler_leaves_everything_untouched():
     assert any(not torch.equal(masks[w.name], w.mask) for w in trainer.method.weights)
 
 
-def test_fp16_training_learns_and_resumes_the_scaler(tmp_path):
-    trainer = rigl_trainer("fp16", epochs=3)
+def test_fp16_training_learns_and_resumes_the_scaler(tmp_path, device):
+    trainer = rigl_trainer("fp16", epochs=3, device=device)
     history = trainer.fit()
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     assert trainer.method.step_count <= 3 * 6
     trainer.save(tmp_path / "c.pt")
-    again = rigl_trainer("fp16", epochs=3)
+    again = rigl_trainer("fp16", epochs=3, device=device)
     again.load(tmp_path / "c.pt")
     assert again.precision.scaler.get_scale() == trainer.precision.scaler.get_scale()
 

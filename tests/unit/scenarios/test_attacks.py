@@ -30,9 +30,9 @@ def data(n: int = 6):
 
 @pytest.mark.parametrize("norm,eps", [("linf", 8 / 255), ("l2", 0.5)])
 @pytest.mark.parametrize("restarts", [1, 2])
-def test_pgd_stays_in_the_ball_and_the_range_and_raises_the_loss(norm, eps, restarts):
-    model = small_model()
-    x, y = data()
+def test_pgd_stays_in_the_ball_and_the_range_and_raises_the_loss(norm, eps, restarts, device):
+    model = small_model().to(device)
+    x, y = (t.to(device) for t in data())
     adv = pgd(model, x, y, eps=eps, step_size=eps / 4, steps=10, norm=norm, restarts=restarts,
               generator=torch.Generator().manual_seed(0))
     delta = (adv - x).flatten(1)

@@ -79,13 +79,13 @@ class MeanThreshold(nn.Module):
         return torch.stack([-score, score], dim=1)
 
 
-def test_corruption_accuracy_matches_an_independent_computation():
+def test_corruption_accuracy_matches_an_independent_computation(device):
     g = torch.Generator().manual_seed(0)
     pixels = torch.rand(10, 3, 8, 8, generator=g) * 0.6 + 0.2
     y = (pixels.flatten(1).mean(1) > 0.5).long()
     norm = Normalization(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
     data = TensorData(norm.apply(pixels), y)
-    model = MeanThreshold(0.0)  # on normalised inputs: mean > 0  <=>  pixel mean > 0.5
+    model = MeanThreshold(0.0).to(device)  # on normalised inputs: mean > 0  <=>  pixel mean > 0.5
     result = corruption_accuracy(model, data, normalization=norm, corruptions=["brightness", "contrast"], seed=1)
     assert result.clean == 1.0
     for name in ("brightness", "contrast"):
