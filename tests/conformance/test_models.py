@@ -17,6 +17,7 @@ SMALL_OPTIONS: dict[str, dict] = {
     "resnet18": {"width": 8},
     "resnet20": {"width": 8},
     "resnet32": {"width": 8},
+    "resnet50": {"width": 8},
     "wrn28": {"widen": 1},
 }
 
