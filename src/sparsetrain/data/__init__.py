@@ -6,14 +6,15 @@
 
 Built in: the embedded ``mnist1d`` and ``digits``, and readers of files in ``data_dir``:
 ``cifar10``/``cifar100`` (python batches), ``mnist``/``fashion_mnist`` (IDX), ``imagefolder``,
-``npz`` and ``ucr`` (UCR/UEA archives). A new dataset is a function decorated with
+``npz`` and ``ucr`` (UCR/UEA archives); ``imagenet_folder`` streams an ImageNet-layout tree
+from disk (splits of `ImageFiles`, decoded in DataLoader workers). A new dataset is a function decorated with
 ``@register_dataset(name, help=...)`` taking ``(*, seed, val_fraction, data_dir, **opts)``
 and returning `DatasetSplits`; its keyword options become the options `load` accepts.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -25,6 +26,7 @@ from sparsetrain.data.base import (
     stratified_split,
 )
 from sparsetrain.data.files import MAX_CLASSES
+from sparsetrain.data.stream import ImageFiles, stream_batches
 from sparsetrain.errors import UserError
 
 _COMMON = ("seed", "val_fraction", "data_dir")
@@ -59,7 +61,7 @@ def check_splits(data: DatasetSplits, where: str) -> None:
                         f"with K at most {MAX_CLASSES}")
     for split in ("train", "val", "test"):
         part = getattr(data, split)
-        if part.x.is_floating_point() and len(part) and not torch.isfinite(part.x).all():
+        if isinstance(part, TensorData) and part.x.is_floating_point() and len(part) and not torch.isfinite(part.x).all():
             raise UserError(f"{where} has NaN or infinite values in its {split} inputs; "
                             "clean or drop those samples")
     seen = set(torch.cat([data.train.y, data.val.y]).unique().tolist())
@@ -73,30 +75,51 @@ def check_splits(data: DatasetSplits, where: str) -> None:
 
 
 def batches(
-    data: TensorData,
+    data: TensorData | ImageFiles,
     batch_size: int,
     *,
     shuffle: bool,
     generator: torch.Generator | None = None,
     drop_last: bool = False,
     device: torch.device | str | None = None,
+    epoch: int = 0,
+    workers: int = 0,
+    part: Callable[[int], slice] | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield ``(x, y)`` minibatches covering ``data`` once, in an order drawn from ``generator``.
 
     ``generator`` must be a CPU generator (the default one when None). With ``drop_last``
-    a final batch smaller than ``batch_size`` is skipped.
+    a final batch smaller than ``batch_size`` is skipped. Streamed data (`ImageFiles`) is
+    decoded by ``workers`` DataLoader processes, its augmentation seeded by ``epoch``
+    and each sample's index; in-memory data ignores both. Under DDP, ``part(n)`` is this
+    rank's slice of a global batch of n samples (``distributed.shard``): a streamed dataset
+    then decodes and yields only that part of each batch (its first sample when the part is
+    empty), while in-memory data still yields the whole batch.
     """
     if batch_size < 1:
         raise UserError(f"batch_size must be >= 1, got {batch_size}")
     n = len(data)
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-    stop = n - n % batch_size if drop_last else n
+    if isinstance(data, ImageFiles):
+        return stream_batches(data, order, batch_size, epoch=epoch, workers=workers,
+                              drop_last=drop_last, device=device, part=part)
+    return _tensor_batches(data, order, batch_size, drop_last, device)
+
+
+def _tensor_batches(data: TensorData, order: torch.Tensor, batch_size: int, drop_last: bool,
+                    device: torch.device | str | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    stop = len(order) - len(order) % batch_size if drop_last else len(order)
     for start in range(0, stop, batch_size):
         idx = order[start : start + batch_size]
         x, y = data.x[idx], data.y[idx]
         if device is not None:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         yield x, y
+
+
+def in_memory(data: DatasetSplits) -> bool:
+    """Whether every split of ``data`` is held in memory (not streamed from disk)."""
+    return all(isinstance(getattr(data, split), TensorData) for split in ("train", "val", "test"))
 
 
 def path_in_identity(name: str, options: dict[str, Any] | None = None) -> bool:
@@ -107,15 +130,17 @@ def path_in_identity(name: str, options: dict[str, Any] | None = None) -> bool:
 
 
 from sparsetrain.data import digits, mnist1d  # noqa: E402,F401  (registers the built-in datasets)
-from sparsetrain.data import cifar, idx, imagefolder, npz, ucr  # noqa: E402,F401  (readers of files)
+from sparsetrain.data import cifar, idx, imagefolder, imagenet, npz, ucr  # noqa: E402,F401  (readers of files)
 
 __all__ = [
     "DATASETS",
     "DatasetSplits",
+    "ImageFiles",
     "TensorData",
     "batches",
     "check_splits",
     "dataset_options",
+    "in_memory",
     "list_datasets",
     "load",
     "path_in_identity",

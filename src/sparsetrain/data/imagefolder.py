@@ -37,20 +37,30 @@ def _image_files(folder: Path) -> list[Path]:
                   if p.is_file() and p.suffix.lower() in EXTENSIONS and not p.name.startswith("."))
 
 
-def read_image(path: Path, mode: str, size: int | None) -> np.ndarray:
-    """One image as uint8 ``(C, H, W)``; an unreadable or damaged file is a clear error."""
-    from PIL import Image, UnidentifiedImageError  # imported here: only this reader needs Pillow
+def read_pil(path: str | Path, mode: str = "rgb"):  # -> PIL.Image.Image, decoded
+    """The image at ``path`` fully decoded and converted to RGB (or L for grayscale); an
+    unreadable or damaged file is a UserError naming it."""
+    from PIL import Image, UnidentifiedImageError  # imported here: only the image readers need Pillow
 
     try:
         with Image.open(path) as image:
-            image = image.convert("RGB" if mode == "rgb" else "L")
-            if size is not None:
-                image = image.resize((size, size), Image.Resampling.BILINEAR)
-            pixels = np.asarray(image, dtype=np.uint8)
+            return image.convert("RGB" if mode == "rgb" else "L")
     except UnidentifiedImageError:
         raise file_error(path, "is not an image Pillow can read") from None
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+        raise file_error(path, f"cannot be read ({exc.strerror or exc})") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:  # damaged or absurd data
         raise file_error(path, f"is damaged or truncated ({exc})") from None
+
+
+def read_image(path: Path, mode: str, size: int | None) -> np.ndarray:
+    """One image as uint8 ``(C, H, W)``; an unreadable or damaged file is a clear error."""
+    from PIL import Image
+
+    image = read_pil(path, mode)
+    if size is not None:
+        image = image.resize((size, size), Image.Resampling.BILINEAR)
+    pixels = np.asarray(image, dtype=np.uint8)
     return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
 
 
