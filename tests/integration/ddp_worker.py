@@ -107,6 +107,43 @@ def resumed_run(folder: Path) -> dict:
     return out
 
 
+class Losses(Callback):
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+
+    def on_batch_end(self, trainer: Trainer) -> None:
+        self.losses.append(trainer.step_loss)
+
+
+def streamed_run(tree: Path) -> dict:
+    """SET on a streamed image tree (imagenet_folder, batches of 10 of 48 images): the losses,
+    the masks, and the training samples this process decoded, by epoch."""
+    from sparsetrain.data import ImageFiles, load
+
+    decoded: list[tuple[int, int]] = []
+    original = ImageFiles.__getitem__
+
+    def counting(self: ImageFiles, key: tuple[int, int]):
+        if self.train:
+            decoded.append(key)
+        return original(self, key)
+
+    ImageFiles.__getitem__ = counting  # type: ignore[method-assign]
+    try:
+        data = load("imagenet_folder", data_dir=str(tree), seed=0, val_fraction=0.0, size=8, resize=8)
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Flatten(), nn.Linear(192, 16), nn.ReLU(), nn.Linear(16, 3))
+        losses = Losses()
+        trainer = Trainer(model, data, TrainConfig(epochs=2, batch_size=10, lr=0.05, device="cpu"), method="set",
+                          method_config=st.algorithms.config_class("set")(density=0.5, update_interval=2),
+                          seed=0, callbacks=[losses])
+        trainer.fit()
+    finally:
+        ImageFiles.__getitem__ = original  # type: ignore[method-assign]
+    return {"losses": losses.losses, "decoded": decoded,
+            "masks": {w.name: w.mask.clone() for w in trainer.method.weights}}
+
+
 def main(folder: Path) -> None:
     distributed.init_from_env()
     rank = distributed.rank()
@@ -130,6 +167,7 @@ def main(folder: Path) -> None:
     wrapped = nn.parallel.DistributedDataParallel(toy_model())
     result["wrapped_names"] = [w.name for w in st.create("static", wrapped, None, density=0.3).weights]
     result["saves"] = saves
+    result["streamed"] = streamed_run(folder / "tree")
     torch.save(result, folder / f"rank{rank}.pt")
     distributed.shutdown()
 

@@ -19,6 +19,7 @@ import torch
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 import ddp_worker  # noqa: E402
+from image_tree import write_image_tree  # noqa: E402
 
 from sparsetrain.engine import TrainConfig, Trainer  # noqa: E402
 from sparsetrain.errors import UserError  # noqa: E402
@@ -44,6 +45,7 @@ def torchrun(*args: str, timeout: int = 240) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
     folder = tmp_path_factory.mktemp("ddp")
+    write_image_tree(folder / "tree")
     done = torchrun(str(HERE / "ddp_worker.py"), str(folder))
     assert done.returncode == 0, done.stderr[-3000:]
     return folder, [torch.load(folder / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
@@ -112,6 +114,26 @@ def test_methods_unwrap_ddp_and_refuse_the_sparse_backend(ranks):
         assert result["world"] == 2
         assert result["wrapped_names"] == ["0.weight", "3.weight"]  # no "module." prefix
         assert result["sparse"].startswith("backend 'sparse' cannot train under DistributedDataParallel")
+
+
+def test_streamed_images_each_rank_decodes_only_its_part(ranks):
+    """imagenet_folder under 2 ranks: each rank decodes only its half of every batch (5 of 10,
+    4 of the last 8), together every image once an epoch, and the run follows one process."""
+    folder, results = ranks
+    one = ddp_worker.streamed_run(folder / "tree")
+    assert len(one["losses"]) == 10 and len(one["decoded"]) == 96
+    for epoch in range(2):
+        mine = [[i for e, i in result["streamed"]["decoded"] if e == epoch] for result in results]
+        assert [len(m) for m in mine] == [24, 24]
+        assert sorted(mine[0] + mine[1]) == list(range(48))
+        whole = [i for e, i in one["decoded"] if e == epoch]  # the one-process order, batch by batch
+        for k, start in enumerate(range(0, 48, 10)):
+            batch, half = whole[start:start + 10], len(whole[start:start + 10]) // 2
+            assert mine[0][5 * k:5 * k + half] == batch[:half] and mine[1][5 * k:5 * k + half] == batch[half:]
+    for result in results:
+        assert result["streamed"]["losses"] == pytest.approx(one["losses"], rel=1e-5, abs=1e-6)
+        for name, mask in one["masks"].items():
+            assert torch.equal(result["streamed"]["masks"][name], mask), name
 
 
 def test_cli_trains_one_run_on_two_ranks(tmp_path, private_cache):

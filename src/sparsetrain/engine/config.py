@@ -36,12 +36,15 @@ class TrainConfig:
     channels_last: bool = option(False, "4-D conv weights and image batches in channels-last memory format "
                                  "(faster convolutions on GPUs); masked backend only; no effect without 4-D weights")
     compile: bool = option(False, "torch.compile the model (masked backend only; the first steps are slow)")
+    workers: int = option(0, "DataLoader processes decoding a streamed dataset (imagenet_folder); 0 decodes "
+                          "in the training process; the batches are the same for any number")
 
     def __post_init__(self) -> None:
         validate_choices(self)
         check_range("epochs", self.epochs, 1)
         check_range("start_epoch", self.start_epoch, 0, self.epochs, high_open=True)
         check_range("batch_size", self.batch_size, 1)
+        check_range("workers", self.workers, 0)
         check_range("lr", self.lr, 0, low_open=True)
         check_range("momentum", self.momentum, 0, 1, high_open=True)
         check_range("weight_decay", self.weight_decay, 0)

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sparsetrain.algorithms import Method, create
-from sparsetrain.data import DatasetSplits, TensorData, batches
+from sparsetrain.data import DatasetSplits, ImageFiles, TensorData, batches
 from sparsetrain.engine import distributed
 from sparsetrain.engine.augment import Augment
 from sparsetrain.engine.checkpoint import (check_optimizer_state, damaged_checkpoint, load_checkpoint, rng_state,
@@ -118,7 +118,8 @@ class Trainer:
             self.load(self.checkpoint_path)
         self.fire(Event.FIT_START)
         self.method.prepare(batches(self.data.train, self.config.batch_size, shuffle=True,  # no-op once prepared
-                                    generator=generator(self.seed, "prepare"), device=self.device))
+                                    generator=generator(self.seed, "prepare"), device=self.device,
+                                    epoch=-1, workers=self.config.workers))
         self.mask_guard.check("when training starts", force=True)
         while self.epoch < self.config.epochs:
             self.fire(Event.EPOCH_START)
@@ -144,9 +145,10 @@ class Trainer:
         self.model.train()
         order = generator(self.seed, self.epoch, "batches")
         total_loss, correct, seen = 0.0, 0, 0
-        for step, (x, y) in enumerate(batches(self.data.train, self.config.batch_size, shuffle=True,
-                                              generator=order), 1):
-            x, y, share = self.local_part(x, y)
+        for step, (x, y) in enumerate(batches(self.data.train, self.config.batch_size, shuffle=True, generator=order,
+                                              epoch=self.epoch, workers=self.config.workers,
+                                              part=distributed.shard if self.world > 1 else None), 1):
+            x, y, share = self.local_part(x, y, step)
             self.batch = (x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True))
             self.fire(Event.BATCH_START)
             x, y = self.batch
@@ -170,19 +172,21 @@ class Trainer:
             self.fire(Event.BATCH_END)
         return {"train_loss": total_loss / seen, "train_acc": correct / seen}
 
-    def local_part(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+    def local_part(self, x: torch.Tensor, y: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor, float]:
         """This rank's part of the global batch ``(x, y)`` and the factor its mean loss is scaled by
         before backward, ``local size x ranks / global size``, so that DDP's average of the ranks'
         gradients is the gradient of the global batch's mean loss even when the parts differ in
         size. A rank whose part is empty (a last batch smaller than the number of ranks) runs the
-        first example with factor 0: every rank must take part in each backward."""
+        first example with factor 0: every rank must take part in each backward. A streamed
+        dataset hands each rank only its part (it decodes no other), so ``(x, y)`` is that part."""
         if self.world == 1:
             return x, y, 1.0
-        part = distributed.shard(len(y))
+        n = min(self.config.batch_size, len(self.data.train) - (step - 1) * self.config.batch_size)
+        part = distributed.shard(n)
         size = part.stop - part.start
-        if size == 0:
-            return x[:1], y[:1], 0.0
-        return x[part], y[part], size * self.world / len(y)
+        if isinstance(self.data.train, TensorData):
+            x, y = (x[:1], y[:1]) if size == 0 else (x[part], y[part])
+        return x, y, size * self.world / n
 
     def step_totals(self, logits: torch.Tensor, y: torch.Tensor, x: torch.Tensor,
                     share: float) -> tuple[float, float, float, float]:
@@ -233,12 +237,13 @@ class Trainer:
             "or the data hold non-finite values")
 
     @torch.no_grad()
-    def evaluate(self, data: TensorData, prefix: str) -> dict[str, float]:
+    def evaluate(self, data: TensorData | ImageFiles, prefix: str) -> dict[str, float]:
         if len(data) == 0:
             return {}
         self.model.eval()
         total_loss, correct = 0.0, 0
-        for x, y in batches(data, 1024, shuffle=False, device=self.device):
+        size = 1024 if isinstance(data, TensorData) else self.config.batch_size  # streamed: decoded images are big
+        for x, y in batches(data, size, shuffle=False, device=self.device, workers=self.config.workers):
             with self.precision.autocast():
                 logits = self.model(x)
             total_loss += float(F.cross_entropy(logits.float(), y, reduction="sum"))

@@ -59,3 +59,20 @@ def check_grid(runs: Sequence[Any]) -> None:
         if exp.data_dir is not None and Path(exp.data_dir).expanduser().exists() \
                 and not Path(exp.data_dir).expanduser().is_dir():
             raise UserError(f"data_dir {exp.data_dir!r} is a file; give the folder holding the dataset files")
+
+
+def check_streamed(exp: Any, data: Any) -> None:
+    """A dataset streamed from disk (imagenet_folder) refuses the options that need its
+    splits in memory: the data scenarios, robustness evaluation and adversarial training."""
+    from sparsetrain.data import in_memory
+    from sparsetrain.scenarios.apply import describe
+
+    if in_memory(data):
+        return
+    used = [] if describe(exp) == "clean" else [describe(exp)]
+    used += [f"{key}={getattr(exp, key)}" for key in ("robust_eval", "wot")
+             if getattr(exp, key) != "none"]
+    used += ["adversarial_training"] if exp.adversarial_training else []
+    if used:
+        raise UserError(f"dataset {exp.dataset!r} streams its images from disk; {', '.join(used)} needs the "
+                        "whole dataset in memory (use a reader such as imagefolder, or leave it off)")

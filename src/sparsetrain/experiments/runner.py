@@ -15,6 +15,7 @@ from sparsetrain.data import check_splits, load
 from sparsetrain.engine import Callback, Trainer, distributed
 from sparsetrain.engine.trainer import resolve_device
 from sparsetrain.errors import DivergedError, UserError
+from sparsetrain.experiments.checks import check_streamed
 from sparsetrain.experiments.lock import RunLock
 from sparsetrain.experiments.robustness import check_robust_eval, evaluate_robustness, robustness_callbacks
 from sparsetrain.experiments.rundir import RunDir
@@ -148,6 +149,7 @@ def _setup(spec: RunSpec, root: str | Path, run_dir: RunDir,
     data = load(exp.dataset, seed=exp.seed, val_fraction=exp.val_fraction, data_dir=exp.data_dir,
                 **(exp.dataset_options or {}))
     check_splits(data, f"dataset {exp.dataset!r}" + (f" in {exp.data_dir!r}" if exp.data_dir else ""))
+    check_streamed(exp, data)
     context = scenario_context(spec, data, root)
     data = apply_scenarios(data, exp, context)
     torch.manual_seed(exp.seed)

@@ -21,7 +21,7 @@ from sparsetrain.engine import TrainConfig
 from sparsetrain.errors import ConfigError
 from sparsetrain.models import MODELS
 
-NOT_IDENTITY = ("device", "data_dir", "channels_last", "compile")
+NOT_IDENTITY = ("device", "data_dir", "channels_last", "compile", "workers")
 """Keys that change where or how fast a run happens, not what it computes (``precision`` does
 change what it computes, so it is part of a run's identity)."""
 
