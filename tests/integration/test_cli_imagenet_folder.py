@@ -94,6 +94,8 @@ def test_readme_quick_command_stores_one_row_and_a_damaged_image_is_one_sentence
 
     assert main(as_shown(quick, tree, out) + ["--label-noise", "0.2"]) == 2
     assert "streams its images from disk; label_noise=0.2 needs the whole dataset in memory" in capfd.readouterr().err
+    assert main(["soup", row["run_id"], row["run_id"], "--out", str(out)]) == 2
+    assert "streams its images from disk; Lottery Pools and soups hold the training set" in capfd.readouterr().err
 
 
 def test_readme_resnet50_command_is_valid_up_to_training(tree, tmp_path, monkeypatch):

@@ -22,7 +22,7 @@ from sparsetrain.algorithms.averaging import recalibrate_bn as recalibrate_bn_on
 from sparsetrain.algorithms.after_training import read_weights
 from sparsetrain.algorithms.base import selection_options
 from sparsetrain.config import check_range, config_hash, option, validate_choices
-from sparsetrain.data import DatasetSplits, TensorData, batches, load
+from sparsetrain.data import DatasetSplits, TensorData, batches, in_memory, load
 from sparsetrain.engine import Callback, TrainConfig
 from sparsetrain.errors import UserError
 from sparsetrain.experiments.rundir import RunDir
@@ -425,6 +425,9 @@ def _rebuild(record: dict[str, Any]) -> tuple[DatasetSplits, nn.Module, list]:
     exp = spec.experiment
     data = load(exp.dataset, seed=exp.seed, val_fraction=exp.val_fraction, data_dir=exp.data_dir,
                 **(exp.dataset_options or {}))
+    if not in_memory(data):
+        raise UserError(f"run {record['run_id']} trained on {exp.dataset!r}, which streams its images from disk; "
+                        "Lottery Pools and soups hold the training set in memory to re-estimate batch-norm statistics")
     model = create_model(exp.model, input_shape=data.input_shape, num_classes=data.num_classes,
                          **(exp.model_options or {}))
     cfg = spec.method
