@@ -10,7 +10,9 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
-    if config.getoption("--device").startswith("cuda"):  # bitwise resume checks need deterministic kernels
+    if config.getoption("--device").startswith("cuda"):  # bitwise resume checks need deterministic kernels,
+        torch.backends.cudnn.allow_tf32 = False                # comparisons across layouts full fp32
+        torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
         torch.use_deterministic_algorithms(True, warn_only=True)
