@@ -30,6 +30,7 @@ from sparsetrain.sparse import (
     BACKENDS, SparseWeight, attach, choose_weights, generator, random_scores, topk_mask,
 )
 from sparsetrain.sparse.layers import OPT_IN_GROUPS, TIED_CHOICES
+from sparsetrain.sparse.structures import NM, Structure, fit_selection, parse_structure
 
 log = logging.getLogger("sparsetrain")
 
@@ -257,11 +258,22 @@ class SparsityConfig(MethodConfig):
                               "set: layer = x 1/sqrt(layer density), unit = per output unit by its active "
                               "fan-in (RigL's sparse initializers, rigl-torch), none = the model's dense init",
                               choices=SPARSE_INITS)
+    structure: str = option("unstructured", "which weights are kept or dropped together: unstructured; N:M "
+                            "(exactly N of every M consecutive weights along the fan-in, e.g. 2:4: every "
+                            "layer at density N/M, so density must be N/M and the distribution has no "
+                            "say); block:B (B x B blocks of the (out, fan-in) matrix); channel (whole "
+                            "output channels). Layers that cannot take it stay dense, named in the log "
+                            "(see sparsetrain.sparse.structures)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_range("density", self.density, 0, 1, low_open=True)
         check_range("erk_power", self.erk_power, 0, low_open=True)
+        structure = parse_structure(self.structure)
+        object.__setattr__(self, "structure", structure.spec)  # one spelling per structure (run identity)
+        if isinstance(structure, NM) and abs(self.density - structure.density) > 1e-9:
+            raise UserError(f"structure={structure.spec} keeps exactly {structure.n} of every {structure.m} "
+                            f"weights, so density must be {structure.density:g}; got density={self.density:g}")
         if self.distribution == "custom" and not self.layer_densities:
             raise UserError("distribution=custom needs layer_densities, a {parameter name: density} map")
 
@@ -276,6 +288,10 @@ def _refuse_replacing_backend_under_ddp(backend: str) -> None:
                         "replaces the layers' parameters, which DDP must hold unchanged, and forms "
                         "RigL's dense gradient on each process without DDP's averaging; use "
                         "backend=masked for multi-process training")
+
+
+ALL_STRUCTURES = ("unstructured", "n:m", "block", "channel")
+"""Every structure kind, for the ``structures_supported`` of a method that keeps them all."""
 
 
 def selection_options(cfg: SparsityConfig) -> dict[str, Any]:
@@ -296,12 +312,24 @@ class Sparsifier(Method):
     density_of_all_weights: ClassVar[bool] = True
     """True when ``density`` is the active fraction of all sparsified weights (False for DSN,
     whose density holds inside each channel group's receptive field)."""
+    structures_supported: ClassVar[tuple[str, ...]] = ("unstructured",)
+    """The structure kinds (`sparsetrain.sparse.STRUCTURES`) whose masks this method keeps after
+    every update; any other ``structure`` is refused with one sentence."""
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
                  **kwargs: Any) -> None:
         super().__init__(model, optimizer, **kwargs)
         cfg = self.config
+        self.structure: Structure = parse_structure(getattr(cfg, "structure", "unstructured"))
+        """Which weights go together (`sparsetrain.sparse.structures`); masks keep it after every update."""
+        if self.structure.kind not in self.structures_supported:
+            raise UserError(f"{self.name} does not take structure={self.structure.spec} (it takes: "
+                            f"{', '.join(self.structures_supported)})")
         self.selection = choose_weights(model, **selection_options(cfg))
+        if not self.structure.unstructured:
+            self.selection = fit_selection(self.selection, self.structure)
+        self.fan_in = {c.name: c.kind.fan_in_dim for c in self.selection.chosen}
+        """Weight name -> its input dimension (for the structure's (out, fan-in) matrix)."""
         self.coverage = self.selection.describe(model)
         """One line: what was sparsified and what stays dense, and why (also logged)."""
         log.info(self.coverage)
@@ -348,6 +376,8 @@ class Sparsifier(Method):
                                  zip(_part_keys(w.name, self.parts[w.name]),
                                      self.initial_scores(w).chunk(self.parts[w.name]))}
         counts = allocate(cfg.distribution, shapes, cfg.density, **options)
+        if not self.structure.unstructured:  # whole groups (N:M: exactly N/M of each layer)
+            counts = {key: self.structure.round_count(n, shapes[key]) for key, n in counts.items()}
         self.part_targets = {w.name: [counts[k] for k in _part_keys(w.name, self.parts[w.name])]
                              for w in self.weights}
         return {name: sum(parts) for name, parts in self.part_targets.items()}
@@ -385,14 +415,37 @@ class Sparsifier(Method):
 
     def init_masks(self) -> None:
         """A uniformly random mask with exactly ``targets[name]`` active weights per layer (and
-        exactly ``part_targets`` in each logical part of a fused weight)."""
+        exactly ``part_targets`` in each logical part of a fused weight); under a structure, a
+        uniformly random choice of whole groups (N:M: of N weights in each group)."""
         for index, w in enumerate(self.weights):
             scores = random_scores(w.shape, generator(self.seed, 0, "init", index), w.mask.device)
             parts = self.part_targets[w.name]
             if len(parts) == 1:
-                w.set_mask(topk_mask(scores, self.targets[w.name]))
+                w.set_mask(self.top_structured(w.name, scores, self.targets[w.name]))
             else:
-                w.set_mask(torch.cat([topk_mask(block, k) for block, k in zip(scores.chunk(len(parts)), parts)]))
+                w.set_mask(torch.cat([self.top_structured(w.name, block, k)
+                                      for block, k in zip(scores.chunk(len(parts)), parts)]))
+
+    def top_structured(self, name: str, scores: torch.Tensor, k: int,
+                       allowed: torch.Tensor | None = None) -> torch.Tensor:
+        """`topk_mask` under the structure: the mask of ``k`` weights (a whole number of groups,
+        see `Structure.round_count`) of one logical layer of weight ``name`` (``scores`` has its
+        shape) with the highest group scores (N:M: the N highest of each group), ties to the
+        lower position."""
+        if self.structure.unstructured:
+            return topk_mask(scores, k, allowed=allowed)
+        return self.structure.select(scores, k, self.fan_in[name], allowed=allowed)
+
+    def structure_violations(self) -> dict[str, str]:
+        """Weight name -> how its mask breaks the structure (empty when every mask keeps it);
+        each logical part of a fused weight is checked on its own."""
+        out = {}
+        for w in self.weights:
+            for i, part in enumerate(w.mask.chunk(self.parts[w.name])):
+                why = self.structure.violation(part, self.fan_in[w.name])
+                if why is not None:
+                    out[w.name if self.parts[w.name] == 1 else f"{w.name}[{i}]"] = why
+        return out
 
     @torch.no_grad()
     def scale_initial_weights(self) -> None:

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 import torch
 
 from sparsetrain.algorithms.base import Sparsifier, SparsityConfig, warn_few_updates
+from sparsetrain.algorithms.structured import rewire_structured
 from sparsetrain.config import check_range, option
 from sparsetrain.schedules import ANNEALING, DecaySchedule, UpdateSchedule
 from sparsetrain.errors import UserError
@@ -41,6 +42,9 @@ class DynamicConfig(SparsityConfig):
         check_range("drop_fraction", self.drop_fraction, 0, 1)
         check_range("stop_fraction", self.stop_fraction, 0, 1, low_open=True)
         check_range("anneal_floor", self.anneal_floor, 0, 1)
+        if self.ranking == "global" and self.structure == "channel":
+            raise UserError("ranking=global cannot keep exact counts with structure=channel (channels differ "
+                            "in size between layers); use ranking=layer")
 
 
 class DynamicSparsifier(Sparsifier):
@@ -184,7 +188,10 @@ class DynamicSparsifier(Sparsifier):
         """Drop and grow in one group of logical layers (one, or all of them for global ranking).
 
         Positions are flat indices into the group's segments laid end to end, so the selection
-        is the same as one over the concatenated dense tensors (ties to the lower position)."""
+        is the same as one over the concatenated dense tensors (ties to the lower position).
+        Under a structure the update keeps it (see `sparsetrain.algorithms.structured`)."""
+        if not self.structure.unstructured:
+            return rewire_structured(self, group, fraction, grads)
         full = {s.index: self.weights[s.index].active_index() for s in group}
         scores_of = {i: self.drop_scores(self.weights[i], grads.get(self.weights[i].name), b).float().reshape(-1)
                      for i, b in full.items()}

@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from sparsetrain.algorithms.base import ALL_STRUCTURES
 from sparsetrain.algorithms.dynamic import DynamicConfig, DynamicSparsifier
 from sparsetrain.algorithms.registry import register_method
 from sparsetrain.config import check_range, option
@@ -62,6 +63,7 @@ class MEST(DynamicSparsifier):
 
     name = "mest"
     config_class: ClassVar[type] = MESTConfig
+    structures_supported = ALL_STRUCTURES
 
     def __init__(self, model, optimizer=None, **kwargs: Any) -> None:
         super().__init__(model, optimizer, **kwargs)

@@ -7,9 +7,11 @@ from typing import ClassVar
 
 import torch
 
+from sparsetrain.algorithms.base import ALL_STRUCTURES
 from sparsetrain.algorithms.dynamic import DynamicConfig, DynamicSparsifier
 from sparsetrain.algorithms.registry import register_method
 from sparsetrain.config import option
+from sparsetrain.errors import UserError
 from sparsetrain.schedules import ANNEALING
 from sparsetrain.sparse import SparseWeight, topk_mask
 
@@ -20,6 +22,12 @@ class SETConfig(DynamicConfig):
                             "of the RigL/ITOP code bases); signed: Mocanu et al.'s rule, drop the fraction of "
                             "the smallest positive and, separately, of the largest negative weights",
                             choices=("magnitude", "signed"))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.drop_rule == "signed" and self.structure != "unstructured":
+            raise UserError(f"drop_rule=signed ranks single weights by sign and cannot keep "
+                            f"structure={self.structure}; use drop_rule=magnitude")
 
 
 @register_method("set", help="drop smallest magnitudes, grow at random (Mocanu et al. 2018, as in the "
@@ -46,6 +54,7 @@ class SET(DynamicSparsifier):
 
     name = "set"
     config_class: ClassVar[type] = SETConfig
+    structures_supported = ALL_STRUCTURES
 
     def _signed(self) -> bool:
         return getattr(self.config, "drop_rule", "magnitude") == "signed"  # RigL has no drop_rule
@@ -86,3 +95,4 @@ class SETMocanu(SET):
 
     name = "set-mocanu"
     config_class: ClassVar[type] = SETMocanuConfig
+    structures_supported = ("unstructured",)  # its signed rule ranks single weights

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sparsetrain.algorithms.base import Method, Sparsifier
+from sparsetrain.algorithms.base import ALL_STRUCTURES, Method, Sparsifier
 from sparsetrain.algorithms.registry import register_method
 
 
@@ -19,3 +19,4 @@ class Static(Sparsifier):
     as studied by Liu et al. 2022, "The Unreasonable Effectiveness of Random Pruning")."""
 
     name = "static"
+    structures_supported = ALL_STRUCTURES

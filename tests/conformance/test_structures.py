@@ -1,0 +1,57 @@
+"""Every registered sparse method with every structure: it keeps the structure after every
+step with exact counts, or refuses it with one sentence (`structures_supported`)."""
+
+import dataclasses
+
+import pytest
+
+from sparsetrain.algorithms import METHODS, Sparsifier, config_class
+from sparsetrain.config import from_dict
+from sparsetrain.engine import Callback, TrainConfig, Trainer
+from sparsetrain.errors import UserError
+from sparsetrain.sparse import parse_structure
+from toy_setup import FAST, toy_data, toy_model
+
+SPARSE_METHODS = [n for n in METHODS.names() if issubclass(METHODS.get(n), Sparsifier)]
+
+
+class _Check(Callback):
+    """After every batch: the structure holds and each layer holds its count."""
+
+    def __init__(self):
+        self.checked = 0
+
+    def on_batch_end(self, trainer):
+        method = trainer.method
+        assert method.structure_violations() == {}
+        assert {w.name: w.active for w in method.weights} == method.current_targets()
+        self.checked += 1
+
+
+def test_the_methods_of_this_issue_take_every_structure():
+    for name in ("static", "set", "rigl", "mest"):
+        assert set(METHODS.get(name).structures_supported) == {"unstructured", "n:m", "block", "channel"}
+
+
+@pytest.mark.parametrize("spec", ["2:4", "block:2", "channel"])
+@pytest.mark.parametrize("name", SPARSE_METHODS)
+def test_method_keeps_the_structure_or_refuses_it(name, spec, tmp_path):
+    cls = config_class(name)
+    names = {f.name for f in dataclasses.fields(cls)}
+    density = parse_structure(spec).density if spec == "2:4" else 0.3
+    values = {k: v for k, v in {"density": density, "structure": spec, **FAST}.items() if k in names}
+    train = TrainConfig(epochs=2, batch_size=16, lr=0.05, device="cpu")
+    if parse_structure(spec).kind not in METHODS.get(name).structures_supported:
+        with pytest.raises(UserError, match=f"take structure={spec}|keep structure={spec}") as info:
+            Trainer(toy_model(), toy_data(), train, method=name, method_config=from_dict(cls, values), seed=3,
+                    checkpoint_path=tmp_path / "last.pt")
+        assert "\n" not in str(info.value)
+        return
+    check = _Check()
+    trainer = Trainer(toy_model(), toy_data(), train, method=name, method_config=from_dict(cls, values), seed=3,
+                      callbacks=[check], checkpoint_path=tmp_path / "last.pt")
+    trainer.fit()
+    method = trainer.method
+    assert check.checked == 8 and method.structure.spec == spec
+    if spec != "channel":  # the toy conv's fan-in (1 channel x 3 taps) fits neither 2:4 nor 2x2 blocks
+        assert "0.weight" in method.selection.dense and "0.weight" not in method.selection.names
