@@ -314,7 +314,13 @@ class Sparsifier(Method):
     whose density holds inside each channel group's receptive field)."""
     structures_supported: ClassVar[tuple[str, ...]] = ("unstructured",)
     """The structure kinds (`sparsetrain.sparse.STRUCTURES`) whose masks this method keeps after
-    every update; any other ``structure`` is refused with one sentence."""
+    every update; any other ``structure`` is refused with one sentence. Not inherited: a subclass
+    that does not set it takes only unstructured (it may score or grow differently)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "structures_supported" not in cls.__dict__:
+            cls.structures_supported = ("unstructured",)
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
                  **kwargs: Any) -> None:

@@ -43,7 +43,7 @@ class DynamicConfig(SparsityConfig):
         check_range("stop_fraction", self.stop_fraction, 0, 1, low_open=True)
         check_range("anneal_floor", self.anneal_floor, 0, 1)
         if self.ranking == "global" and self.structure == "channel":
-            raise UserError("ranking=global cannot keep exact counts with structure=channel (channels differ "
+            raise UserError("ranking=global cannot keep structure=channel with exact counts (channels differ "
                             "in size between layers); use ranking=layer")
 
 

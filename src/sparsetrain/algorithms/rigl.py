@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from sparsetrain.algorithms.base import ALL_STRUCTURES
 from sparsetrain.algorithms.dynamic import DynamicConfig
 from sparsetrain.algorithms.registry import register_method
 from sparsetrain.algorithms.set import SET
@@ -31,6 +32,7 @@ class RigL(SET):
 
     name = "rigl"
     config_class: ClassVar[type] = RigLConfig
+    structures_supported = ALL_STRUCTURES
     needs_dense_grad = True
     grow_rule = "gradient"
 

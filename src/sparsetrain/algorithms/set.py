@@ -95,4 +95,3 @@ class SETMocanu(SET):
 
     name = "set-mocanu"
     config_class: ClassVar[type] = SETMocanuConfig
-    structures_supported = ("unstructured",)  # its signed rule ranks single weights
