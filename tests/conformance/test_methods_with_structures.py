@@ -40,7 +40,7 @@ def test_method_keeps_the_structure_or_refuses_it(name, spec, tmp_path):
     names = {f.name for f in dataclasses.fields(cls)}
     density = parse_structure(spec).density if spec == "2:4" else 0.3
     values = {k: v for k, v in {"density": density, "structure": spec, **FAST}.items() if k in names}
-    train = TrainConfig(epochs=2, batch_size=16, lr=0.05, device="cpu")
+    train = TrainConfig(epochs=1, batch_size=16, lr=0.05, device="cpu")
     if parse_structure(spec).kind not in METHODS.get(name).structures_supported:
         with pytest.raises(UserError) as info:  # from the config or from the method
             Trainer(toy_model(), toy_data(), train, method=name, method_config=from_dict(cls, values), seed=3,
@@ -53,6 +53,6 @@ def test_method_keeps_the_structure_or_refuses_it(name, spec, tmp_path):
                       callbacks=[check], checkpoint_path=tmp_path / "last.pt")
     trainer.fit()
     method = trainer.method
-    assert check.checked == 8 and method.structure.spec == spec
+    assert check.checked == 4 and method.structure.spec == spec
     if spec != "channel":  # the toy conv's fan-in (1 channel x 3 taps) fits neither 2:4 nor 2x2 blocks
         assert "0.weight" in method.selection.dense and "0.weight" not in method.selection.names
