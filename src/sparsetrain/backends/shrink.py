@@ -148,20 +148,27 @@ def rebuild(model: nn.Module, history: Sequence[Sequence[Any]], input_shape: Seq
 
 
 def shrunk_channels(model: nn.Module, input_shape: Sequence[int]) -> dict[str, tuple[int, int]] | None:
-    """Conv/Linear layer name -> (output, input) channels it would keep under `shrink`, computed
-    without copying ``model`` or changing it; None when nothing is removable or the dependency
-    graph cannot trace the model (cheap when no filter is all zero: no tracing then)."""
-    if not any(isinstance(m, CONV_TYPES) for m in model.modules()) or not _has_zero_filter(model):
+    """Conv/Linear layer name -> (output, input) channels it keeps under `shrink`, computed
+    without copying or changing ``model`` (no tracing at all when no filter is all zero); None
+    when `shrink` cannot handle the model. For analysis: it never raises."""
+    from sparsetrain.backends.sparse import SparseLayer
+
+    while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+        model = model.module  # trace the model itself: a DDP forward would wait for a backward
+    model = getattr(model, "_orig_mod", model)  # torch.compile's wrapper
+    if not any(isinstance(m, CONV_TYPES) for m in model.modules()) or any(
+            isinstance(m, SparseLayer) for m in model.modules()):
         return None
+    counts = {n: list(c) for n, c in _channels(model).items()}
+    if not _has_zero_filter(model):
+        return {n: (c[0], c[1]) for n, c in counts.items()}
     try:
         graph = _trace(model, _example_input(model, tuple(input_shape)))
-        counts = {n: list(c) for n, c in _channels(model).items()}
         for root, is_out, idxs in _dead_plan(graph).cuts:
             group = graph.get_pruning_group(graph.model.get_submodule(root), _handler(graph, root, is_out), idxs)
             for name, dim, kept in _touched(graph, group):
-                if name in counts and dim in (0, 1):
-                    counts[name][dim] -= len(kept)
-    except UserError:
+                counts[name][dim] -= len(kept)
+    except Exception:  # noqa: BLE001  an analysis column must not stop a run: unknown is None
         return None
     return {n: (c[0], c[1]) for n, c in counts.items()}
 

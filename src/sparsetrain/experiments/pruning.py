@@ -395,7 +395,7 @@ def pools_for_level(store: ResultsStore, root: str | Path, levels: list[dict[str
                            alphas=DEFAULT_ALPHAS if alphas is None else tuple(alphas))
     final = {"val_acc": result.val_acc, "test_acc": accuracy(model, data.test), "ticket_val_acc": result.ticket_val_acc,
              "accepted": [[neighbours[i], a] for i, a in result.accepted]}
-    layers = analysis.layer_table(model, data.input_shape)
+    layers = analysis.layer_table(model, data.input_shape, config.get("structure"))
     final.update(analysis.totals(layers))
     pools_config = {**config, "method": "lottery-pools", "ticket": ticket["run_id"], "search_num": search_num,
                     "pools_checkpoint": checkpoint, "alphas": list(DEFAULT_ALPHAS if alphas is None else alphas)}
@@ -491,7 +491,7 @@ def soup_runs(store: ResultsStore, root: str | Path, run_refs: list[str], *, gre
             recalibrate(model)
     final = {"val_acc": accuracy(model, data.val), "test_acc": accuracy(model, data.test),
              "ingredients": [records[i]["run_id"] for i in chosen]}
-    layers = analysis.layer_table(model, data.input_shape)
+    layers = analysis.layer_table(model, data.input_shape, records[0]["config"].get("structure"))
     final.update(analysis.totals(layers))
     method = "soup-greedy" if greedy else "soup-uniform"
     config = {**records[0]["config"], "method": method, "runs": sorted(r["run_id"] for r in records),

@@ -123,7 +123,7 @@ def run(spec: RunSpec, *, root: str | Path, store: ResultsStore, resume: bool = 
         run_dir.write_config(spec.resolved())
         log(f"{run_id}: {exp.method} on {exp.model}/{exp.dataset}, run folder {run_dir.path}"
             + (f", {trainer.world} processes" if trainer.world > 1 else ""))
-        log(analysis.describe(analysis.layer_table(trainer.model, data.input_shape),
+        log(analysis.describe(analysis.layer_table(trainer.model, data.input_shape, _structure(spec)),
                               trainer.method.itop_rate()))
         resume = tell.resume(resume and not retried)  # the run folder is ready for every rank
         try:
@@ -210,7 +210,7 @@ def _train(trainer: Trainer, spec: RunSpec, data: Any, store: ResultsStore, run_
     """Fit, evaluate and store the run as finished; returns its store row."""
     started = time.perf_counter()
     history = trainer.fit(resume=resume)
-    layers = analysis.layer_table(trainer.model, data.input_shape)
+    layers = analysis.layer_table(trainer.model, data.input_shape, _structure(spec))
     final = {k: history[-1][k] for k in FINAL_KEYS if k in history[-1]}
     final.update(analysis.totals(layers), itop_rate=trainer.method.itop_rate(),
                  epochs=len(history), train_time_s=time.perf_counter() - started)
@@ -223,6 +223,12 @@ def _train(trainer: Trainer, spec: RunSpec, data: Any, store: ResultsStore, run_
     log(analysis.describe(layers, trainer.method.itop_rate()))
     log(f"{run_id}: test accuracy {final['test_acc']:.4f}")
     return store.get_run(run_id)
+
+
+def _structure(spec: RunSpec) -> str | None:
+    """The run's structure option (N:M, block, channel), when its method has one."""
+    value = spec.resolved().get("structure")
+    return None if value is None else str(value)
 
 
 def stop_message(exc: BaseException) -> str:
