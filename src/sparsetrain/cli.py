@@ -383,6 +383,12 @@ def cmd_report(argv: Sequence[str]) -> int:
     if any(has_robustness(r) for r in finished):
         print("\nRobustness (mean ± std over seeds; mCE vs the dense run of the same training settings and seed):")
         print(robustness_table(finished))
+    from sparsetrain.reporting.channels import NOTE, channel_text
+
+    channels = channel_text(finished, among)
+    if channels:
+        print(f"\nChannels per layer, runs whose masks remove channels. {NOTE}")
+        print(channels)
     figure = plot_comparison(finished, args.plot) if args.plot else None
     if args.html:
         report = write_study_report(runs, args.html, title="sparsetrain report", figure=figure,

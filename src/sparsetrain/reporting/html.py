@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from sparsetrain.atomic import atomic_write_text
+from sparsetrain.reporting.channels import channel_html
 from sparsetrain.reporting.curves import has_curves, plot_run_curves
 from sparsetrain.reporting.groups import diff_keys, experiment_groups, format_setting, not_finished, row_label
 from sparsetrain.reporting.robustness import robustness_html
@@ -20,10 +21,13 @@ from sparsetrain.reporting.tables import COMPARISON_COLUMNS, TEXT_COLUMNS, forma
 LAYER_COLUMNS: list[tuple[str, str]] = [
     ("name", "layer"),
     ("shape", "shape"),
+    ("structure", "structure"),
     ("density", "density"),
     ("active", "active"),
     ("total", "total"),
+    ("channels", "channels"),
     ("flops", "FLOPs"),
+    ("shrunk_flops", "shrunk FLOPs"),
 ]
 
 _STYLE = """
@@ -82,6 +86,7 @@ def write_study_report(runs: Sequence[Mapping[str, Any]], path: str | os.PathLik
             parts.append(_image(plot_accuracy_vs_density(runs, Path(tmp) / "acc.png"), "accuracy vs density"))
             parts.append("<h2>Per-layer density</h2>")
             parts.append(_image(plot_layer_densities(runs, Path(tmp) / "layers.png"), "per-layer density"))
+            parts.extend(channel_html(runs, _image, _table, tmp, among))
             parts.extend(robustness_html(runs, histories, _image, _table, tmp))
             parts.extend(_configurations(groups))
         else:
@@ -177,10 +182,16 @@ def _run_section(run: Mapping[str, Any], curves: Path | None = None) -> list[str
                 "active": format_value(layer.get("active")),
                 "total": format_value(layer.get("total")),
                 "flops": format_value(layer.get("flops"), human_count),
+                "structure": layer.get("structure"),
+                "channels": (f"{layer['active_channels']}/{layer['channels']}"
+                             if layer.get("active_channels") is not None else None),
+                "shrunk_flops": format_value(layer.get("shrunk_flops"), human_count),
             }
             for layer in layers
         ]
-        out.append(_table(rows, LAYER_COLUMNS, {"density", "active", "total", "flops"}))
+        columns = [c for c in LAYER_COLUMNS if c[0] not in ("structure", "channels", "shrunk_flops")
+                   or any(layer.get(c[0]) is not None for layer in layers)]  # rows stored before these existed
+        out.append(_table(rows, columns, {"density", "active", "total", "channels", "flops", "shrunk_flops"}))
     return out
 
 
