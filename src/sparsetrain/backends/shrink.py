@@ -103,6 +103,7 @@ def shrink(model: nn.Module, example: torch.Tensor | Sequence[int], *, keep_mask
     ``small.shrink_summary``. A model without Conv layers, one the dependency graph cannot
     trace, or a shrunk model that would compute other outputs is a UserError.
     """
+    model = _unwrap(model)
     _check_cnn(model)
     small = copy.deepcopy(model)
     _dense_layers(small)
@@ -153,9 +154,7 @@ def shrunk_channels(model: nn.Module, input_shape: Sequence[int]) -> dict[str, t
     when `shrink` cannot handle the model. For analysis: it never raises."""
     from sparsetrain.backends.sparse import SparseLayer
 
-    while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-        model = model.module  # trace the model itself: a DDP forward would wait for a backward
-    model = getattr(model, "_orig_mod", model)  # torch.compile's wrapper
+    model = _unwrap(model)
     if not any(isinstance(m, CONV_TYPES) for m in model.modules()) or any(
             isinstance(m, SparseLayer) for m in model.modules()):
         return None
@@ -346,6 +345,18 @@ def _channels(model: nn.Module) -> dict[str, tuple[int, int]]:
         elif isinstance(m, _LINEAR_TYPES):
             out[name] = (m.out_channels, m.in_channels)
     return out
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The model inside DistributedDataParallel / DataParallel / torch.compile wrappers (tracing
+    a DDP model would make it wait for a backward pass)."""
+    while True:
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):
+            model = model._orig_mod
+        else:
+            return model
 
 
 def _check_cnn(model: nn.Module) -> None:
