@@ -17,6 +17,7 @@ import pytest
 import torch
 
 HERE = Path(__file__).parent
+ROOT = HERE.parents[1]
 sys.path.insert(0, str(HERE))
 import ddp_worker  # noqa: E402
 from image_tree import write_image_tree  # noqa: E402
@@ -151,3 +152,19 @@ def test_cli_trains_one_run_on_two_ranks(tmp_path, private_cache):
     assert len((folder / "metrics.jsonl").read_text().splitlines()) == 2
     assert torch.load(folder / "checkpoints" / "last.pt", weights_only=True)["world_size"] == 2
     assert done.stdout.count("test accuracy") == 1
+
+
+def test_own_loop_example_on_two_ranks():
+    """examples/ddp_own_loop.py as the README launches it: RigL around a DDP model, masks
+    proven identical after every step, the accuracy the README states."""
+    import re
+
+    done = torchrun(str(ROOT / "examples" / "ddp_own_loop.py"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    line = re.fullmatch(r"test accuracy (\S+) at density 0\.100, ITOP rate \S+; masks identical on all 2 ranks "
+                        r"after every step", done.stdout.strip())
+    assert line, done.stdout
+    readme = (ROOT / "README.md").read_text()
+    assert "torchrun --nproc-per-node 2 examples/ddp_own_loop.py" in readme
+    figure = int(re.search(r"ddp_own_loop\.py` prints a test accuracy of about (\d+)%", readme).group(1))
+    assert float(line.group(1)) >= figure / 100 - 0.05

@@ -55,7 +55,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import yaml
 
 from sparsetrain.algorithms import METHODS, config_class
-from sparsetrain.engine import TrainConfig
+from sparsetrain.engine import TrainConfig, distributed
 from sparsetrain.errors import DivergedError, RunHeldError, UserError
 from sparsetrain.config import from_dict
 from sparsetrain.experiments.pruning import LotteryChain, LotteryConfig, TicketRun, run_lottery_chain, ticket_levels
@@ -441,6 +441,9 @@ def run_grid(runs: list[GridRun | LotteryGrid], out: str | os.PathLike[str], *, 
     global _DEVICE
     if jobs < 1:
         raise UserError(f"--jobs must be at least 1; got {jobs}")
+    if jobs > 1 and distributed.is_distributed():
+        raise UserError(f"--jobs {jobs}: under torchrun the processes train each run together, one run at a "
+                        "time; use --jobs 1 (or --jobs without torchrun, one run per process)")
     import torch
 
     slots = place_jobs(jobs, devices, torch.cuda.device_count())
