@@ -116,16 +116,16 @@ class Losses(Callback):
 
 
 def streamed_run(tree: Path) -> dict:
-    """SET on a streamed image tree (imagenet_folder, batches of 10 of 48 images): the losses,
-    the masks, and the training samples this process decoded, by epoch."""
+    """SET on a streamed image tree (imagenet_folder, batches of 10 of 48 images, 12 test images):
+    the losses, the masks, the test metrics, and the samples this process decoded (training
+    ones as (epoch, index), test ones as ("eval", index))."""
     from sparsetrain.data import ImageFiles, load
 
     decoded: list[tuple[int, int]] = []
     original = ImageFiles.__getitem__
 
     def counting(self: ImageFiles, key: tuple[int, int]):
-        if self.train:
-            decoded.append(key)
+        decoded.append(key if self.train else ("eval", key[1]))
         return original(self, key)
 
     ImageFiles.__getitem__ = counting  # type: ignore[method-assign]
@@ -141,6 +141,7 @@ def streamed_run(tree: Path) -> dict:
     finally:
         ImageFiles.__getitem__ = original  # type: ignore[method-assign]
     return {"losses": losses.losses, "decoded": decoded,
+            "test": [(h["test_loss"], h["test_acc"]) for h in trainer.history],
             "masks": {w.name: w.mask.clone() for w in trainer.method.weights}}
 
 

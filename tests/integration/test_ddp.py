@@ -119,10 +119,11 @@ def test_methods_unwrap_ddp_and_refuse_the_sparse_backend(ranks):
 
 def test_streamed_images_each_rank_decodes_only_its_part(ranks):
     """imagenet_folder under 2 ranks: each rank decodes only its half of every batch (5 of 10,
-    4 of the last 8), together every image once an epoch, and the run follows one process."""
+    4 of the last 8), together every image once an epoch, and the run follows one process;
+    evaluation is split too (test batches 10 + 2: 5 + 1 images a rank), its sums all-reduced."""
     folder, results = ranks
     one = ddp_worker.streamed_run(folder / "tree")
-    assert len(one["losses"]) == 10 and len(one["decoded"]) == 96
+    assert len(one["losses"]) == 10 and len(one["decoded"]) == 96 + 2 * 12
     for epoch in range(2):
         mine = [[i for e, i in result["streamed"]["decoded"] if e == epoch] for result in results]
         assert [len(m) for m in mine] == [24, 24]
@@ -131,10 +132,14 @@ def test_streamed_images_each_rank_decodes_only_its_part(ranks):
         for k, start in enumerate(range(0, 48, 10)):
             batch, half = whole[start:start + 10], len(whole[start:start + 10]) // 2
             assert mine[0][5 * k:5 * k + half] == batch[:half] and mine[1][5 * k:5 * k + half] == batch[half:]
+    tested = [[i for e, i in result["streamed"]["decoded"] if e == "eval"] for result in results]
+    assert tested == [[0, 1, 2, 3, 4, 10] * 2, [5, 6, 7, 8, 9, 11] * 2]
     for result in results:
         assert result["streamed"]["losses"] == pytest.approx(one["losses"], rel=1e-5, abs=1e-6)
         for name, mask in one["masks"].items():
             assert torch.equal(result["streamed"]["masks"][name], mask), name
+        for (loss, acc), (one_loss, one_acc) in zip(result["streamed"]["test"], one["test"]):
+            assert acc == one_acc and loss == pytest.approx(one_loss, rel=1e-5)
 
 
 def test_cli_trains_one_run_on_two_ranks(tmp_path, private_cache):

@@ -242,12 +242,22 @@ class Trainer:
             return {}
         self.model.eval()
         total_loss, correct = 0.0, 0
-        size = 1024 if isinstance(data, TensorData) else self.config.batch_size  # streamed: decoded images are big
-        for x, y in batches(data, size, shuffle=False, device=self.device, workers=self.config.workers):
+        streamed = not isinstance(data, TensorData)
+        size = self.config.batch_size if streamed else 1024  # streamed: decoded images are big
+        split = streamed and self.world > 1  # each rank decodes and scores its part of every batch
+        for start, (x, y) in zip(range(0, len(data), size), batches(
+                data, size, shuffle=False, device=self.device, workers=self.config.workers,
+                part=distributed.shard if split else None)):
+            if split:
+                part = distributed.shard(min(size, len(data) - start))
+                if part.stop == part.start:
+                    continue  # no sample of this batch is this rank's (it was handed the first one)
             with self.precision.autocast():
                 logits = self.model(x)
             total_loss += float(F.cross_entropy(logits.float(), y, reduction="sum"))
             correct += int((logits.argmax(1) == y).sum())
+        if split:
+            total_loss, correct = distributed.all_reduce_sum([total_loss, correct]).tolist()
         return {f"{prefix}_loss": total_loss / len(data), f"{prefix}_acc": correct / len(data)}
 
     # --- checkpoints -------------------------------------------------------------------
