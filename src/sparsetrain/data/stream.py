@@ -90,7 +90,8 @@ def collate(items: Sequence[tuple[torch.Tensor, int] | Unreadable]) -> tuple[tor
     for item in items:
         if isinstance(item, Unreadable):
             return item
-    return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items], dtype=torch.int64)
+    x = torch.from_numpy(np.stack([x.numpy() for x, _ in items]))  # numpy: no thread pool per batch
+    return x, torch.tensor([y for _, y in items], dtype=torch.int64)
 
 
 class BatchKeys(torch.utils.data.Sampler):
