@@ -198,6 +198,13 @@ def test_options_it_cannot_honour_are_refused_in_one_sentence(options, words):
         SRigLConfig(**options)
 
 
+@pytest.mark.parametrize("spec", ["2:4", "block:2", "channel"])
+def test_a_structure_other_than_its_own_constant_fan_in_is_refused_in_one_sentence(spec):
+    with pytest.raises(UserError, match=f"its own structure \\(a constant fan-in per neuron\\).*{spec}"):
+        SRigLConfig(structure=spec, density=0.5)
+    assert SRigLConfig(structure="unstructured").structure == "unstructured"
+
+
 def test_too_low_a_density_for_one_weight_per_neuron_is_refused():
     model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
     with pytest.raises(UserError, match="fewer than one per neuron"):
