@@ -222,7 +222,6 @@ class Chase(DynamicSparsifier):
         left (never below a layer's floor). Returns the removed channels per producer."""
         if not self.couplings:
             return {}
-        sparse = {w.name: w for w in self.weights}
         total = sum(int(self.alive[c.producer].numel()) for c in self.couplings)
         alive_now = sum(int(self.alive[c.producer].sum()) for c in self.couplings)
         n_remove = alive_now - round(total * (1 - sparsity))
@@ -230,11 +229,24 @@ class Chase(DynamicSparsifier):
             return {}
         floors = {c.producer: int(self.alive[c.producer].numel() * (1 - self.config.channel_sparsity)
                                   * self.config.channel_floor) for c in self.couplings}
-        scores = {c.producer: sparse[c.producer].values.detach().abs().reshape(len(self.alive[c.producer]), -1)
-                  .float().mean(1).cpu() for c in self.couplings}
-        removed = _select_channels(scores, {k: v.cpu() for k, v in self.alive.items()}, floors, n_remove)
+        removed = _select_channels(self.channel_scores(), {k: v.cpu() for k, v in self.alive.items()}, floors, n_remove)
+        self.remove_channels(removed)
+        return removed
+
+    @torch.no_grad()
+    def channel_scores(self) -> dict[str, torch.Tensor]:
+        """Producer weight name -> the mean |w| of each output channel's whole filter (pruned
+        weights count as 0; the reference's ``--mag_wise`` score), on the CPU."""
+        sparse = {w.name: w for w in self.weights}
+        return {c.producer: sparse[c.producer].values.detach().abs().reshape(len(self.alive[c.producer]), -1)
+                .float().mean(1).cpu() for c in self.couplings or ()}
+
+    @torch.no_grad()
+    def remove_channels(self, removed: dict[str, list[int]]) -> None:
+        """Remove the given output channels of producers (weight name -> channel indices): their
+        filters, the next layer's matching input channels, their bias and batch-norm entries."""
         before = self._active_indices()
-        for c in self.couplings:
+        for c in self.couplings or ():
             gone = removed.get(c.producer)
             if gone:
                 self.alive[c.producer][torch.tensor(gone, device=self.alive[c.producer].device)] = False
@@ -246,7 +258,6 @@ class Chase(DynamicSparsifier):
                     w.rewire_flat(keep, torch.zeros(0, dtype=torch.long, device=w.mask.device), self.optimizer)
         self._record_active(before)
         self._zero_removed_channels()
-        return removed
 
     @torch.no_grad()
     def _zero_removed_channels(self) -> None:
