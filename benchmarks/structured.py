@@ -224,8 +224,8 @@ def accuracy(args: argparse.Namespace, log: Callable[[str], None]) -> tuple[list
                     extra.setdefault(label, []).append(final.found)
                 log(f"seed {seed} {label:14s} test {row['final']['test_acc']:.4f}  "
                     f"({time.perf_counter() - started:.0f} s)")
-    lines = ["| method | test acc (%) mean ± std | per seed | active weights | shrunk parameters (of dense) |",
-             "|---|---|---|---|---|"]
+    lines = ["| method | test acc (%) mean ± std | per seed | active weights | shrunk parameters (of dense) | "
+             "shrunk FLOPs / sample |", "|---|---|---|---|---|---|"]
     for label, rows in results.items():
         accs = [100 * r["final"]["test_acc"] for r in rows]
         std = statistics.stdev(accs) if len(accs) > 1 else 0.0
@@ -233,8 +233,10 @@ def accuracy(args: argparse.Namespace, log: Callable[[str], None]) -> tuple[list
         shrink = extra.get(label)
         params = (f"{statistics.fmean(e['params'][1] for e in shrink):,.0f} of {shrink[0]['params'][0]:,}"
                   if shrink else "—")
+        flops = [r["final"].get("shrunk_flops") for r in rows]
+        flops_text = f"{statistics.fmean(flops) / 1e3:,.0f} K" if None not in flops else "—"
         lines.append(f"| {label} | {statistics.fmean(accs):.2f} ± {std:.2f} | "
-                     f"{', '.join(f'{a:.1f}' for a in accs)} | {active:,} | {params} |")
+                     f"{', '.join(f'{a:.1f}' for a in accs)} | {active:,} | {params} | {flops_text} |")
     for label, found in extra.items():
         lines.append("")
         lines.append(f"{label}, channels left (seed {seeds[0]}): " + ", ".join(

@@ -169,8 +169,9 @@ def trace_nodes(model: nn.Module, *args: Any, **kwargs: Any) -> list[_Node]:
     modes = {m: m.training for m in model.modules()}
     try:
         model.eval()
+        call = getattr(model, "_call_impl", model)  # past a compiled forward (model.compile()): eager ops
         with torch.no_grad(), recorder:
-            model(*args, **kwargs)
+            call(*args, **kwargs)
     finally:
         for h in handles:
             h.remove()
