@@ -459,6 +459,8 @@ class Sparsifier(Method):
         rescale each layer's initial weights to the fan-in its first mask leaves it. Called once
         the first mask is final (after `init_masks`; pruning at initialization, after `prepare`)."""
         mode = self.config.sparse_init
+        if mode == "layer" and self.structure.kind == "channel":
+            mode = "unit"  # a kept channel has its whole fan-in: x 1 (layer would scale it by 1/sqrt(density))
         if mode == "none":
             return
         kinds = {c.name: c.kind for c in self.selection.chosen}

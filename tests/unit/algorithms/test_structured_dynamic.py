@@ -111,6 +111,15 @@ def test_set_channel_grows_whole_never_active_channels_with_itop():
     assert m.itop_rate() == pytest.approx(4 / 6)
 
 
+def test_kept_channels_keep_their_dense_init_and_two_of_four_is_scaled_by_sqrt_two():
+    dense = nn.Linear(8, 6).weight.detach().clone()
+    for spec, density, factor in (("channel", 0.5, 1.0), ("2:4", 0.5, 2 ** 0.5)):
+        model = nn.Linear(8, 6)
+        model.weight.data.copy_(dense)
+        (w,) = create("static", model, None, density=density, structure=spec).weights
+        assert torch.allclose(w.values, dense * w.mask * factor)  # sparse_init=layer: the fan-in each unit keeps
+
+
 @pytest.mark.parametrize("method", ["set", "rigl"])
 def test_the_sparse_backend_takes_structured_masks(method):
     torch.manual_seed(0)
