@@ -31,7 +31,7 @@ class StopAfterFirstEpoch(Callback):
 
 
 def test_workers_and_resuming_do_not_change_the_run(tree, tmp_path):
-    data = load("imagenet_folder", data_dir=str(tree), seed=0, val_fraction=0.25, size=12, resize=14)
+    data = load("imagenet_folder", data_dir=str(tree), seed=0, val_fraction=0.0, size=12, resize=14)
 
     def trainer(workers, **kwargs):
         torch.manual_seed(0)
