@@ -4,6 +4,7 @@ step with exact counts, or refuses it with one sentence (`structures_supported`)
 import dataclasses
 
 import pytest
+import torch
 
 from sparsetrain.algorithms import METHODS, Sparsifier, config_class
 from sparsetrain.config import from_dict
@@ -56,3 +57,31 @@ def test_method_keeps_the_structure_or_refuses_it(name, spec, tmp_path):
     assert check.checked == 4 and method.structure.spec == spec
     if spec != "channel":  # the toy conv's fan-in (1 channel x 3 taps) fits neither 2:4 nor 2x2 blocks
         assert "0.weight" in method.selection.dense and "0.weight" not in method.selection.names
+
+
+class _Interrupt(Callback):
+    def on_epoch_end(self, trainer):
+        if trainer.epoch == 1:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("name, spec", [("rigl", "2:4"), ("set", "channel")])
+def test_structured_runs_resume_to_identical_masks_weights_and_itop(name, spec, tmp_path):
+    cls = config_class(name)
+    values = {"density": 0.5 if spec == "2:4" else 0.3, "structure": spec, "update_interval": 3,
+              "drop_fraction": 0.5}
+    train = TrainConfig(epochs=3, batch_size=16, lr=0.05, device="cpu")
+
+    def trainer(folder, callbacks=()):
+        return Trainer(toy_model(), toy_data(), train, method=name, method_config=from_dict(cls, values), seed=3,
+                       callbacks=callbacks, checkpoint_path=tmp_path / folder / "last.pt")
+
+    straight = trainer("a")
+    straight.fit()
+    with pytest.raises(KeyboardInterrupt):
+        trainer("b", [_Interrupt()]).fit()
+    resumed = trainer("b")
+    resumed.fit(resume=True)
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.method.itop_rate() == straight.method.itop_rate() > resumed.method.density()
