@@ -165,6 +165,10 @@ class Structure(ABC):
     def group_counts(self, mask: torch.Tensor, fan_in_dim: int = 1) -> torch.Tensor:
         """Active weights in each group of ``mask`` (1-D, in group order)."""
 
+    @abstractmethod
+    def group_sums(self, t: torch.Tensor, fan_in_dim: int = 1) -> torch.Tensor:
+        """The sum of ``t`` over each group (1-D, in group order), e.g. a saliency summed per group."""
+
     def active_groups(self, mask: torch.Tensor, fan_in_dim: int = 1) -> torch.Tensor:
         """Per group, True when any of its weights is active."""
         return self.group_counts(mask, fan_in_dim) > 0
@@ -262,6 +266,9 @@ class Unstructured(Structure):
     def group_counts(self, mask: torch.Tensor, fan_in_dim: int = 1) -> torch.Tensor:
         return mask.reshape(-1).long()
 
+    def group_sums(self, t: torch.Tensor, fan_in_dim: int = 1) -> torch.Tensor:
+        return t.reshape(-1)
+
 
 @STRUCTURES.register("n:m", help="exactly N of every M consecutive weights along the fan-in (e.g. 2:4)")
 class NM(Structure):
@@ -319,6 +326,9 @@ class NM(Structure):
 
     def group_counts(self, mask: torch.Tensor, fan_in_dim: int = 1) -> torch.Tensor:
         return self.groups(mask.bool(), fan_in_dim).sum(1)
+
+    def group_sums(self, t: torch.Tensor, fan_in_dim: int = 1) -> torch.Tensor:
+        return self.groups(t, fan_in_dim).sum(1)
 
     def select(self, scores: torch.Tensor, k: int, fan_in_dim: int = 1,
                allowed: torch.Tensor | None = None) -> torch.Tensor:
@@ -386,6 +396,9 @@ class Block(Structure):
     def group_counts(self, mask: torch.Tensor, fan_in_dim: int = 1) -> torch.Tensor:
         return self._grid(mask.bool(), fan_in_dim).sum((1, 3)).reshape(-1)
 
+    def group_sums(self, t: torch.Tensor, fan_in_dim: int = 1) -> torch.Tensor:
+        return self._grid(t, fan_in_dim).sum((1, 3)).reshape(-1)
+
 
 @STRUCTURES.register("channel", help="whole output channels (a Linear's output unit, a Conv's filter)")
 class Channel(Structure):
@@ -413,6 +426,9 @@ class Channel(Structure):
 
     def group_counts(self, mask: torch.Tensor, fan_in_dim: int = 1) -> torch.Tensor:
         return matrix(mask.bool(), fan_in_dim).sum(1)
+
+    def group_sums(self, t: torch.Tensor, fan_in_dim: int = 1) -> torch.Tensor:
+        return matrix(t, fan_in_dim).sum(1)
 
 
 # --- layers of a model --------------------------------------------------------------------
