@@ -442,13 +442,19 @@ class Sparsifier(Method):
             return topk_mask(scores, k, allowed=allowed)
         return self.structure.select(scores, k, self.fan_in[name], allowed=allowed)
 
+    def mask_structure(self) -> Structure:
+        """The structure the masks hold now: ``structure``, unless a method reaches it in steps
+        (gradual pruning to N:M holds n:M, n from M down to N: `GradualPruning.mask_structure`)."""
+        return self.structure
+
     def structure_violations(self) -> dict[str, str]:
-        """Weight name -> how its mask breaks the structure (empty when every mask keeps it);
-        each logical part of a fused weight is checked on its own."""
+        """Weight name -> how its mask breaks the structure it holds now (`mask_structure`;
+        empty when every mask keeps it); each logical part of a fused weight is checked on its own."""
         out = {}
+        structure = self.mask_structure()
         for w in self.weights:
             for i, part in enumerate(w.mask.chunk(self.parts[w.name])):
-                why = self.structure.violation(part, self.fan_in[w.name])
+                why = structure.violation(part, self.fan_in[w.name])
                 if why is not None:
                     out[w.name if self.parts[w.name] == 1 else f"{w.name}[{i}]"] = why
         return out

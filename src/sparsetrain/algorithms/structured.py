@@ -16,7 +16,8 @@ logical part of a fused weight (q, k, v) is its own layer here, with its own tar
 - **N:M** (exactly N in every group of M): drop as the method drops, weight by weight, over
   the whole layer (or all layers for global ranking), then regrow inside each group exactly
   as many weights as it lost, by the method's grow rule restricted to that group (a weight
-  just dropped may come back, as in RigL's code), so every group keeps exactly N. The count
+  just dropped may come back, as in RigL's code), so every group keeps exactly N (a group
+  holding n > N, on GraNet's way down to N:M through n:M masks, keeps its n). The count
   grown is the method's (SET/RigL: the drop fraction of the active weights; MEST: the mutation
   rate of the target); since no group may hold more than N, MEST's soft bound (growing above
   the target) becomes EM here: the grown weights replace as many pruned ones.
@@ -171,8 +172,10 @@ def _rewire_nm(method: DynamicSparsifier, layers: list[_Layer], tensors: list[di
     s: NM = method.structure
     grouped = [{key: s.groups(t[key], layer.fan_in) for key in t} for layer, t in zip(layers, tensors)]
     mask = torch.cat([g["mask"] for g in grouped])            # (groups, M) over all layers
-    target = sum(layer.target for layer in layers)
     n_active = int(mask.sum())
+    # every group ends with N, or keeps its n > N while GraNet prunes down to N:M through n:M masks
+    per_group = mask.sum(1).clamp_min(s.n)
+    target = int(per_group.sum())
     _, n_grow = method.plan(n_active, target, fraction, mask.numel())
     n_keep = target - min(n_grow, target)  # every group ends with exactly N: the grown replace pruned
     flat = mask.reshape(-1)
@@ -182,7 +185,7 @@ def _rewire_nm(method: DynamicSparsifier, layers: list[_Layer], tensors: list[di
     kept = torch.zeros_like(flat)
     kept[positions[keep.to(positions.device)]] = True
     kept = kept.view_as(mask)
-    deficit = s.n - kept.sum(1)
+    deficit = per_group - kept.sum(1)
     allowed = ~kept
     if not method.grow_from_kept_complement:  # only positions inactive before, where they suffice
         fresh = ~mask

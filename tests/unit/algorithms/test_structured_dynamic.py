@@ -145,7 +145,7 @@ def test_fused_qkv_parts_each_hold_the_structure_and_layers_that_do_not_fit_stay
 
 
 @pytest.mark.parametrize("method, options, words", [
-    ("gmp", {"structure": "2:4", "density": 0.5}, "gmp does not take structure=2:4"),
+    ("prune-dp", {"structure": "2:4", "density": 0.5}, "prune-dp does not take structure=2:4"),
     ("rigl", {"structure": "2:4"}, "density must be 0.5; got density=0.1"),
     ("rigl", {"structure": "channel", "ranking": "global"}, "use ranking=layer"),
     ("set", {"structure": "block:2", "drop_rule": "signed"}, "use drop_rule=magnitude"),
