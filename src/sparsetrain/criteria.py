@@ -273,3 +273,14 @@ def lamp(model: nn.Module, batch: Batch | None = None, *, weights: WeightsArg = 
     """
     targets = _targets(model, weights)
     return _finish({n: lamp_scores(v) for n, v in _dense_values(model, weights, targets).items()}, targets)
+
+
+def lamp_groups(structure: Any, magnitudes: torch.Tensor, fan_in_dim: int = 1) -> torch.Tensor:
+    """LAMP over the groups of one layer (block, channel; ``structure`` from
+    `sparsetrain.sparse.structures`), as Torch-Pruning's ``LAMPImportance`` (VainF/Torch-Pruning
+    ``pruner/importance.py``): a group's importance is its squared L2 norm s_g = Σ w² over the
+    group, normalised as LAMP: s_g / Σ of s_h over the groups h sorted at or after g by
+    ascending s. Ranked globally like per-weight LAMP; for single-weight groups it is `lamp`.
+    ``magnitudes`` holds |w| (or w) in the layer's shape; the result is one score per group."""
+    squared = structure.group_sums(magnitudes.float() ** 2, fan_in_dim)
+    return lamp_scores(squared.sqrt())

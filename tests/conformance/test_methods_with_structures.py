@@ -1,5 +1,7 @@
 """Every registered sparse method with every structure: it keeps the structure after every
-step with exact counts, or refuses it with one sentence (`structures_supported`)."""
+step with exact counts, or refuses it with one sentence (`structures_supported`). A method that
+reaches N:M in steps (gradual pruning: n:M masks, n from M down to N) holds the structure of
+its step (`mask_structure`) and the structure itself once its schedule is done."""
 
 import dataclasses
 
@@ -29,9 +31,14 @@ class _Check(Callback):
         self.checked += 1
 
 
+PRUNING_METHODS = ("gmp", "granet", "snip", "grasp", "synflow", "pai", "prune-global", "prune-layer",
+                   "prune-lamp", "imp")
+
+
 def test_the_methods_of_this_issue_take_every_structure():
-    for name in ("static", "set", "rigl", "mest"):
+    for name in ("static", "set", "rigl", "mest") + PRUNING_METHODS:
         assert set(METHODS.get(name).structures_supported) == {"unstructured", "n:m", "block", "channel"}
+    assert METHODS.get("prune-dp").structures_supported == ("unstructured",)  # its distortion table is per weight
 
 
 @pytest.mark.parametrize("spec", ["2:4", "block:2", "channel"])
@@ -55,6 +62,7 @@ def test_method_keeps_the_structure_or_refuses_it(name, spec, tmp_path):
     trainer.fit()
     method = trainer.method
     assert check.checked == 4 and method.structure.spec == spec
+    assert method.mask_structure() == method.structure  # gradual pruning has reached the structure
     if spec != "channel":  # the toy conv's fan-in (1 channel x 3 taps) fits neither 2:4 nor 2x2 blocks
         assert "0.weight" in method.selection.dense and "0.weight" not in method.selection.names
 

@@ -27,9 +27,9 @@ import torch
 from torch import nn
 
 from sparsetrain import criteria
-from sparsetrain.algorithms.base import Sparsifier, SparsityConfig
+from sparsetrain.algorithms.base import ALL_STRUCTURES, Sparsifier, SparsityConfig
 from sparsetrain.algorithms.layer_dp import CURVES, distortion_table, dp_counts, dp_masks, level_counts
-from sparsetrain.algorithms.pruning import apply_masks, distribution_options, masks_from_scores
+from sparsetrain.algorithms.pruning import apply_masks, distribution_options, grouping_of, masks_from_scores
 from sparsetrain.algorithms.registry import register_method
 from sparsetrain.config import check_range, option
 from sparsetrain.errors import UserError, load_error
@@ -154,11 +154,20 @@ def _register_mask(model: nn.Module, key: str, mask: torch.Tensor) -> None:
 
 
 class AfterTraining(Sparsifier):
-    """Base: prune trained weights by `scores` with `ranking`, then fine-tune the fixed mask."""
+    """Base: prune trained weights by `scores` with `ranking`, then fine-tune the fixed mask.
+
+    With a ``structure`` each prune keeps whole groups ranked by ``group_scores`` (the L2 norm
+    of their magnitudes by default), each layer's count (``layer``) or the global prefix
+    rounded to whole groups; N:M keeps the N largest of every M (with several ``rounds``,
+    through n:M masks down to N, see `Grouping.at_density`)."""
 
     config_class: ClassVar[type] = PruneConfig
     ranking: ClassVar[str] = "global"  # "global": one ranking over all layers; "layer": per layer
     criterion: ClassVar[str] = "magnitude"  # a name in `sparsetrain.criteria.CRITERIA`
+    grouped_criterion: ClassVar[str] = "magnitude"
+    """The per-weight criterion a structured prune aggregates per group."""
+    group_scores: ClassVar[Any] = "norm"
+    """How a structured prune scores a group (see `sparsetrain.algorithms.pruning.GROUP_SCORES`)."""
 
     def before_attach(self, names: list[str]) -> None:
         """Load ``checkpoint`` into the still dense model (with its masks, if it has any: the
@@ -189,8 +198,11 @@ class AfterTraining(Sparsifier):
 
     # --- what a variant overrides --------------------------------------------------------
     def scores(self) -> dict[str, torch.Tensor]:
-        """Higher = kept: the registered criterion `criterion` over the sparse weights."""
-        return criteria.score(self.criterion, self.model, weights=self.weights)
+        """Higher = kept: the registered criterion `criterion` over the sparse weights
+        (`grouped_criterion` under a structure, aggregated per group by `group_scores`)."""
+        structured = grouping_of(self) is not None
+        return criteria.score(self.grouped_criterion if structured else self.criterion, self.model,
+                              weights=self.weights)
 
     # --- the fixed order: density of the round -> scores -> top-k -> masks -> optimizer state
     def round_density(self, r: int) -> float:
@@ -216,10 +228,15 @@ class AfterTraining(Sparsifier):
             self.rewind()
 
     def masks_for(self, density: float, total: int) -> dict[str, torch.Tensor] | None:
-        """Masks keeping ``total`` = round(density * N) weights among the active ones."""
+        """Masks keeping ``total`` = round(density * N) weights among the active ones (whole
+        groups of the structure, the total rounded to them)."""
+        grouping = grouping_of(self, self.group_scores)
+        step = None if grouping is None else grouping.at_density(density)
+        if grouping is not None and step is None:  # N:M at this density keeps all M
+            return {w.name: w.mask.clone() for w in self.weights}
         return masks_from_scores(self.scores(), density, allocation=self.ranking,
                                  distribution=self.config.distribution,
-                                 allowed={w.name: w.mask.clone() for w in self.weights},
+                                 allowed={w.name: w.mask.clone() for w in self.weights}, grouping=step,
                                  **distribution_options(self.config))
 
     def step(self) -> None:
@@ -249,6 +266,7 @@ class GlobalMagnitude(AfterTraining):
     keep the largest |w| over all pruned layers; the fixed mask is then fine-tuned."""
 
     name = "prune-global"
+    structures_supported = ALL_STRUCTURES
 
 
 @register_method("prune-layer", help="prune a trained model by magnitude within each layer at a distribution")
@@ -257,16 +275,24 @@ class LayerMagnitude(AfterTraining):
     ``distribution`` gives it (uniform by default), then fine-tunes."""
 
     name = "prune-layer"
+    structures_supported = ALL_STRUCTURES
     ranking = "layer"
 
 
 @register_method("prune-lamp", help="prune a trained model by global LAMP scores, then fine-tune (Lee et al. 2021)")
 class LAMP(AfterTraining):
     """Lee et al. 2021, "Layer-adaptive Sparsity for the Magnitude-based Pruning", ICLR: rank
-    every weight globally by its LAMP score (`sparsetrain.criteria.lamp`), then fine-tune."""
+    every weight globally by its LAMP score (`sparsetrain.criteria.lamp`), then fine-tune.
+
+    With block or channel structure, groups are ranked globally by Torch-Pruning's group LAMP
+    (`sparsetrain.criteria.lamp_groups`: squared group norms, LAMP-normalised within each
+    layer). With N:M, LAMP is monotone in |w| inside a layer, so the N kept of every M are the
+    N largest magnitudes: N:M LAMP equals N:M magnitude pruning."""
 
     name = "prune-lamp"
+    structures_supported = ALL_STRUCTURES
     criterion = "lamp"
+    group_scores = staticmethod(criteria.lamp_groups)
 
 
 @register_method("prune-dp", help="layer-adaptive densities by DP over output distortion (Xu et al. 2023)")
@@ -281,6 +307,7 @@ class LayerAdaptiveDP(AfterTraining):
     `prepare` (the Trainer calls it; in your own loop call ``method.prepare(iter(loader))``)."""
 
     name = "prune-dp"
+    structures_supported = ("unstructured",)  # its distortion table prunes single weights per level
 
     needs_data = True
 
@@ -325,3 +352,4 @@ class IMP(AfterTraining):
     weights and retrain with the full schedule). `experiments.lottery` chains the levels."""
 
     name = "imp"
+    structures_supported = ALL_STRUCTURES

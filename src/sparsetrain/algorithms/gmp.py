@@ -7,17 +7,19 @@ from typing import Any, ClassVar
 
 import torch
 
-from sparsetrain.algorithms.base import Sparsifier, SparsityConfig, warn_few_updates
+from sparsetrain.algorithms.base import ALL_STRUCTURES, Sparsifier, SparsityConfig, warn_few_updates
 from sparsetrain.algorithms.pruning import (
-    ALLOCATIONS, allocation_counts, apply_masks, distribution_options, select_masks,
+    ALLOCATIONS, Grouping, allocation_counts, apply_masks, distribution_options, grouping_of, select_masks,
+    structured_counts,
 )
 from sparsetrain.algorithms.registry import register_method
 from sparsetrain.config import check_range, option
-from sparsetrain.criteria import score
+from sparsetrain.criteria import lamp_groups, score
 from sparsetrain.distributions import allocate
 from sparsetrain.errors import ConfigError, UserError
 from sparsetrain.schedules import CubicSchedule
 from sparsetrain.sparse import generator, random_scores, topk_mask
+from sparsetrain.sparse.structures import Structure, Unstructured
 
 DATA_FREE_CRITERIA = ("magnitude", "lamp", "random")
 
@@ -67,6 +69,13 @@ class GradualPruning:
 
     Each pruning step ranks the active weights by ``criterion`` and keeps round(d_t · N)
     of them, allocated as ``ranking``; pruned weights and their optimizer state become 0.
+
+    With a ``structure``, every step keeps whole groups (block, channel: ranked by the L2 norm
+    of their magnitudes, or Torch-Pruning's group LAMP for ``criterion="lamp"``; each layer's
+    count, or the global prefix, rounded to whole groups). N:M is pruned gradually in the count
+    per group: the step at density d_t keeps the n_t = round(d_t · M) largest of every M
+    (clamped to [N, M]), so every mask is exactly n_t:M and the last one exactly N:M (the
+    decaying N:M masks of Kao et al. 2022); the schedule then ends at N/M.
     """
 
     weights: list
@@ -85,21 +94,34 @@ class GradualPruning:
                          self.total_steps, "stop_fraction")
         return CubicSchedule(cfg.initial_density, cfg.density, start, interval, rounds)
 
+    def _grouping_at(self, density: float) -> Grouping | None | bool:
+        """The grouping of a pruning step to ``density``: None when unstructured, the
+        structure's otherwise (for N:M the n_t:M of the step); False when N:M keeps all M."""
+        grouping = grouping_of(self, lamp_groups if self.config.criterion == "lamp" else "norm")
+        if grouping is None:
+            return None
+        step = grouping.at_density(density)
+        return False if step is None else step
+
     def init_masks(self) -> None:
-        """Dense, or a random mask at ``initial_density`` spread by ``distribution``."""
+        """Dense, or a random mask at ``initial_density`` spread by ``distribution`` (whole
+        random groups of the structure; for N:M, n_0 random weights of every M)."""
         cfg = self.config
-        if cfg.initial_density >= 1:
+        grouping = self._grouping_at(cfg.initial_density)
+        if cfg.initial_density >= 1 or grouping is False:
             for w in self.weights:
                 w.set_mask(torch.ones_like(w.mask))
             return
         magnitudes = self.by_part({w.name: w.values.abs() for w in self.weights})
         shapes = {key: tuple(m.shape) for key, m in magnitudes.items()}
-        counts = allocate(cfg.distribution, shapes, cfg.initial_density,
-                          **self._distribution_options(magnitudes))
+        counts = structured_counts(allocate(cfg.distribution, shapes, cfg.initial_density,
+                                            **self._distribution_options(magnitudes)), shapes, grouping)
         for index, w in enumerate(self.weights):
             scores = random_scores(w.shape, generator(self.seed, 0, "init", index), w.mask.device)
             parts = self.by_part({w.name: scores})
-            w.set_mask(self.join_parts({key: topk_mask(s, counts[key]) for key, s in parts.items()})[w.name])
+            w.set_mask(self.join_parts({key: topk_mask(s, counts[key]) if grouping is None
+                                        else grouping.select(key, s, counts[key])
+                                        for key, s in parts.items()})[w.name])
 
     def _distribution_options(self, scores: dict[str, torch.Tensor]) -> dict[str, Any]:
         """`distribution_options` for scores keyed by logical layer (`by_part`)."""
@@ -110,30 +132,53 @@ class GradualPruning:
 
     @torch.no_grad()
     def prune_to(self, density: float) -> None:
-        """Keep round(density · N) of the active weights (never more than are active)."""
+        """Keep round(density · N) of the active weights (never more than are active); with a
+        structure, whole groups (see the class docstring)."""
         cfg = self.config
+        grouping = self._grouping_at(density)
+        if grouping is False:  # N:M at this density keeps every weight
+            return
         before = self._active_indices()
         allowed = {w.name: w.mask.clone() for w in self.weights}
         active = {w.name: w.active for w in self.weights}
-        scores = score(cfg.criterion, self.model, None, weights=self.weights,
+        criterion = "magnitude" if grouping is not None and cfg.criterion == "lamp" else cfg.criterion
+        scores = score(criterion, self.model, None, weights=self.weights,
                        seed=self.seed * 100_003 + self.step_count)
-        if cfg.prune_ranking == "layer":  # each logical layer (q, k, v of a fused weight) on its own
+        n_of_m = grouping is not None and grouping.fixed  # n_t of every M, in every layer
+        layerwise = cfg.prune_ranking == "layer" or n_of_m
+        if layerwise:  # each logical layer (q, k, v of a fused weight) on its own
             scores, allowed = self.by_part(scores), self.by_part(allowed)
             active = {n: int(a.sum()) for n, a in allowed.items()}
             shapes = {n: tuple(s.shape) for n, s in scores.items()}
-            wanted = allocate(cfg.distribution, shapes, density, **self._distribution_options(scores))
+        if n_of_m:
+            counts = {n: grouping.round(n, 0, shapes[n]) for n in shapes}
+        elif layerwise:
+            wanted = structured_counts(allocate(cfg.distribution, shapes, density,
+                                                **self._distribution_options(scores)), shapes, grouping)
             final = self.part_target_counts()
             # never grow, never go below the final target (rounding can differ by one weight)
             counts = {n: max(min(wanted[n], active[n]), min(final[n], active[n])) for n in wanted}
         else:
             k_density = min(density, sum(active.values()) / sum(w.numel for w in self.weights))
-            counts = allocation_counts(scores, k_density, allocation=cfg.prune_ranking, allowed=allowed)
+            counts = allocation_counts(scores, k_density, allocation=cfg.prune_ranking, allowed=allowed,
+                                       grouping=grouping)
         masks = select_masks(scores, counts, allocation=cfg.prune_ranking, allowed=allowed,
-                             seed=self.seed, step=self.step_count)
-        if cfg.prune_ranking == "layer":
+                             seed=self.seed, step=self.step_count, grouping=grouping)
+        if layerwise:
             masks = self.join_parts(masks)
         apply_masks(self.weights, masks, self.optimizer)
         self._record_active(before)
+
+    def mask_structure(self) -> Structure:
+        """N:M: the n:M of the last pruning step so far (of ``initial_density`` before the
+        first; unstructured while that is dense); any other structure: itself."""
+        grouping = grouping_of(self)
+        if grouping is None or not grouping.fixed:
+            return self.structure
+        schedule, t = self.pruning, self.step_count
+        last = schedule.start + (min(t, schedule.end) - schedule.start) // schedule.interval * schedule.interval
+        step = grouping.at_density(schedule.at(last) if t >= schedule.start else self.config.initial_density)
+        return Unstructured() if step is None else step.structure
 
     def gradual_prune_if_due(self) -> None:
         """Prune once if the step just taken is a pruning step of the schedule."""
@@ -173,6 +218,7 @@ class GMP(GradualPruning, Sparsifier):
 
     name = "gmp"
     config_class: ClassVar[type] = GMPConfig
+    structures_supported = ALL_STRUCTURES
 
     def __init__(self, model, optimizer=None, **kwargs: Any) -> None:
         super().__init__(model, optimizer, **kwargs)

@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from sparsetrain.algorithms.base import ALL_STRUCTURES
 from sparsetrain.algorithms.dynamic import DynamicConfig, DynamicSparsifier
 from sparsetrain.algorithms.gmp import GradualConfig, GradualPruning
 from sparsetrain.algorithms.pruning import ALLOCATIONS
@@ -65,10 +66,16 @@ class GraNet(GradualPruning, DynamicSparsifier):
     start of pruning (the same with ``start_fraction=0``), and the last pruning step reaches
     ``density`` (the reference's last step stops one step short, at
     d_f + (d_i − d_f) / n³ for n pruning steps).
+
+    With a ``structure`` both halves keep it: the pruning cut as GMP's (`GradualPruning`:
+    whole groups; N:M through n:M masks down to N) and the regrowth as the dynamic methods'
+    (`sparsetrain.algorithms.structured`: whole groups; N:M regrows inside each group what it
+    lost, so a group keeps its n while the pruning decays it).
     """
 
     name = "granet"
     config_class: ClassVar[type] = GraNetConfig
+    structures_supported = ALL_STRUCTURES
     needs_dense_grad = True
     grow_rule = "gradient"
 

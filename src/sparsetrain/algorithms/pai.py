@@ -11,8 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sparsetrain.algorithms.base import Sparsifier, SparsityConfig
-from sparsetrain.algorithms.pruning import ALLOCATIONS, apply_masks, distribution_options, masks_from_scores
+from sparsetrain.algorithms.base import ALL_STRUCTURES, Sparsifier, SparsityConfig
+from sparsetrain.algorithms.pruning import (
+    ALLOCATIONS, apply_masks, distribution_options, grouping_of, masks_from_scores,
+)
 from sparsetrain.algorithms.registry import register_method
 from sparsetrain.config import check_range, option
 from sparsetrain.criteria import CRITERIA, score
@@ -121,10 +123,17 @@ class PaI(PrunesBeforeTraining, Sparsifier):
     SynFlow. ``bn_mode="train"`` scores with batch statistics, as alecwangcq/GraSP does;
     the two keep different weights wherever batch norm follows a pruned layer. Either
     way the model's mode and running statistics are left as they were.
+
+    With a ``structure`` the criterion's per-weight scores are summed over each group (a
+    saliency is additive: the sum estimates removing the whole group, and keeps GraSP's sign);
+    ``ranking`` is as without one: global ranking compares groups by their mean score, each
+    layer-wise count is rounded to whole groups. N:M keeps the N highest-scored weights of
+    every M; with several ``rounds`` it passes through n:M masks, n = round(d_r · M), down to N.
     """
 
     name = "pai"
     config_class: ClassVar[type] = PaIConfig
+    structures_supported = ALL_STRUCTURES
 
     def round_density(self, r: int) -> float:
         """Density after round ``r`` of ``rounds`` (the last round reaches ``density``)."""
@@ -147,13 +156,17 @@ class PaI(PrunesBeforeTraining, Sparsifier):
         if batch is None and (CRITERIA.info(cfg.criterion)["needs_batch"] or cfg.criterion == "synflow"):
             raise UserError(f"{self.name} with criterion {cfg.criterion!r} needs training batches in prepare()")
         own = {"temperature": cfg.temperature} if "temperature" in CRITERIA.options(cfg.criterion) else {}
+        grouping = grouping_of(self, "sum")
         for r in range(1, cfg.rounds + 1):
+            step = None if grouping is None else grouping.at_density(self.round_density(r))
+            if grouping is not None and step is None:  # N:M: this round keeps all M
+                continue
             with scoring_mode(self.model, cfg.bn_mode):
                 scores = score(cfg.criterion, self.model, batch, weights=self.weights,
                                loss_fn=F.cross_entropy, seed=self.seed * 100_003 + r, **own)
             masks = masks_from_scores(scores, self.round_density(r), allocation=cfg.ranking,
                                       distribution=cfg.distribution, allowed={w.name: w.mask for w in self.weights},
-                                      seed=self.seed, step=r, **distribution_options(cfg, scores))
+                                      seed=self.seed, step=r, grouping=step, **distribution_options(cfg, scores))
             apply_masks(self.weights, masks, self.optimizer)
         self._finish_prepare()
 
@@ -171,6 +184,7 @@ class SNIP(PaI):
     ganguli-lab/Synaptic-Flow (``Pruners/pruners.py`` SNIP under ``prune_loop``)."""
 
     name = "snip"
+    structures_supported = ALL_STRUCTURES
     config_class: ClassVar[type] = SNIPConfig
 
 
@@ -189,6 +203,7 @@ class GraSP(PaI):
     ganguli-lab/Synaptic-Flow; ``bn_mode="train"`` scores with batch statistics as alecwangcq's."""
 
     name = "grasp"
+    structures_supported = ALL_STRUCTURES
     config_class: ClassVar[type] = GraSPConfig
 
 
@@ -206,4 +221,5 @@ class SynFlow(PaI):
     round re-scores the pruned network (as ``prune_loop`` in ganguli-lab/Synaptic-Flow)."""
 
     name = "synflow"
+    structures_supported = ALL_STRUCTURES
     config_class: ClassVar[type] = SynFlowConfig
