@@ -508,13 +508,15 @@ def cmd_prune(argv: Sequence[str]) -> int:
                         help="prune in this many rounds during fine-tuning [default: 1]")
     parser.add_argument("--distribution", metavar="NAME",
                         help="prune-layer: layer-wise allocation [default: uniform]")
+    parser.add_argument("--structure", metavar="S", help="keep whole groups: unstructured, N:M (e.g. 2:4), "
+                        "block:B or channel [default: the run's]")
     _out_flag(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     method = prune_method(args.method)
     density = _density(args)
-    overrides = {k: v for k, v in (("lr", args.lr), ("rounds", args.rounds),
-                                   ("distribution", args.distribution)) if v is not None}
+    overrides = {k: v for k, v in (("lr", args.lr), ("rounds", args.rounds), ("distribution", args.distribution),
+                                   ("structure", args.structure)) if v is not None}
     with _open_store(args.out) as store:
         row = prune_run(store, args.out, args.run, method=method, density=density,
                         finetune_epochs=args.finetune_epochs, overrides=overrides,
@@ -545,6 +547,8 @@ def cmd_lottery(argv: Sequence[str]) -> int:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     group = parser.add_argument_group("lottery options")
     add_config_flags(group, dataclasses.fields(LotteryConfig), _hints((LotteryConfig,)))
+    group.add_argument("--structure", metavar="S", default=argparse.SUPPRESS, help="the levels prune whole groups: block:B or channel "
+                       "(N:M fixes the density, so it has no levels) [default: unstructured]")
     _add_run_flags(parser, "dense")
     args = vars(parser.parse_args(argv))
     control = {k: args.pop(k) for k in ("config", "pools", "pools_checkpoint", "out", "no_progress")}

@@ -58,7 +58,9 @@ from sparsetrain.algorithms import METHODS, config_class
 from sparsetrain.engine import TrainConfig, distributed
 from sparsetrain.errors import DivergedError, RunHeldError, UserError
 from sparsetrain.config import from_dict
-from sparsetrain.experiments.pruning import LotteryChain, LotteryConfig, TicketRun, run_lottery_chain, ticket_levels
+from sparsetrain.experiments.pruning import (
+    LotteryChain, LotteryConfig, TicketRun, lottery_structure, run_lottery_chain, ticket_levels,
+)
 from sparsetrain.experiments.spec import ExperimentConfig, RunSpec, allowed_keys, build_spec, method_keys
 from sparsetrain.experiments.process import exit_with_parent, interrupt_on_terminate, parent_alive
 from sparsetrain.experiments.store import ResultsStore
@@ -299,6 +301,7 @@ def lottery_chain(common: dict[str, Any], options: dict[str, Any], densities: li
             raise UserError(f"{where}: {key!r} is set by the lottery chain, not in method_options")
     merged = {**common, **options}
     try:
+        lottery_structure(merged)
         lottery = from_dict(LotteryConfig, {k: v for k, v in options.items() if k in lottery_keys},
                             where="lottery option")
         values = {k: v for k, v in merged.items() if k not in lottery_keys}

@@ -31,12 +31,14 @@ from sparsetrain.experiments.spec import NOT_IDENTITY, ExperimentConfig, build_s
 from sparsetrain.experiments.store import ResultsStore
 from sparsetrain.models import create as create_model
 from sparsetrain.sparse import SPARSIFIABLE_LAYERS, attach, select_weights
+from sparsetrain.sparse.structures import NM, parse_structure
 
 PRUNE_METHODS = {"global": "prune-global", "layer": "prune-layer", "lamp": "prune-lamp", "dp": "prune-dp"}
 """`sparsetrain prune --method` names -> registered methods."""
 
-SELECTION_KEYS = ("dense_first", "dense_last", "include", "exclude", "backend")
-"""Keys of a sparse parent's config that a derived run keeps (which weights are sparse)."""
+SELECTION_KEYS = ("dense_first", "dense_last", "include", "exclude", "backend", "structure")
+"""Keys of a sparse parent's config that a derived run keeps (which weights are sparse, and
+their structure: a channel-pruned run is pruned further in whole channels unless told otherwise)."""
 
 
 def find_run(store: ResultsStore, prefix: str, *, finished: bool = True) -> dict[str, Any]:
@@ -147,13 +149,29 @@ def conv_weight_names(model: nn.Module) -> tuple[str, ...]:
                  if isinstance(m, SPARSIFIABLE_LAYERS) and not isinstance(m, nn.Linear))
 
 
+def lottery_structure(values: dict[str, Any]) -> dict[str, Any]:
+    """``{"structure": spec}`` for the IMP levels of a lottery (nothing when unstructured), or a
+    UserError for N:M, whose fixed density N/M no level of density (1 - f) ** k can hold."""
+    if values.get("structure") is None:
+        return {}
+    structure = parse_structure(values["structure"])
+    if isinstance(structure, NM):
+        raise UserError(f"lottery: structure {structure.spec} fixes every layer's density at {structure.n}/"
+                        f"{structure.m}, so it cannot hold the levels' densities (1 - prune_fraction) ** level; "
+                        "use block:B or channel")
+    return {} if structure.unstructured else {"structure": structure.spec}
+
+
 def run_lottery(store: ResultsStore, root: str | Path, values: dict[str, Any], lottery: LotteryConfig, *,
                 progress: bool = True, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Train level 0 dense, then ``lottery.levels`` IMP levels; each level is a run linked to
-    the previous one and to one experiment id. Returns the store rows, level 0 first."""
-    values = {k: v for k, v in values.items() if k != "method"}
+    the previous one and to one experiment id. Returns the store rows, level 0 first. A
+    ``structure`` in ``values`` applies to the IMP levels (level 0 is dense) and is part of
+    the experiment id."""
+    structure = lottery_structure(values)
+    values = {k: v for k, v in values.items() if k not in ("method", "structure")}
     level0 = build_spec({**values, "method": "dense"}, where="lottery")
-    experiment = "lottery/" + config_hash({**level0.resolved(), **dataclasses.asdict(lottery)})
+    experiment = "lottery/" + config_hash({**level0.resolved(), **dataclasses.asdict(lottery), **structure})
     epochs = level0.train.epochs
     if lottery.rewind == "epoch" and lottery.rewind_epoch >= epochs:
         raise UserError(f"rewind_epoch must be below epochs ({epochs}); got {lottery.rewind_epoch}")
@@ -173,7 +191,7 @@ def run_lottery(store: ResultsStore, root: str | Path, values: dict[str, Any], l
     for level in range(1, lottery.levels + 1):
         previous = rows[-1]
         checkpoint = run_dir_of(root, previous).last_checkpoint.resolve()
-        spec = build_spec({**values, **extra, "method": "imp", "density": lottery.density(level),
+        spec = build_spec({**values, **extra, **structure, "method": "imp", "density": lottery.density(level),
                            "checkpoint": str(checkpoint), "rewind_to": rewind_to, **resume_at},
                           where="lottery")
         log(f"{experiment}: level {level} (density {lottery.density(level):.4g})")
