@@ -48,7 +48,7 @@ def ranks(tmp_path_factory):
     folder = tmp_path_factory.mktemp("ddp")
     write_image_tree(folder / "tree")
     done = torchrun(str(HERE / "ddp_worker.py"), str(folder))
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     return folder, [torch.load(folder / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
 
 
@@ -149,7 +149,7 @@ def test_cli_trains_one_run_on_two_ranks(tmp_path, private_cache):
     done = torchrun("-m", "sparsetrain", "train", "--method", "rigl", "--model", "mlp", "--dataset", "digits",
                     "--epochs", "2", "--batch-size", "64", "--update-interval", "5", "--device", "cpu",
                     "--out", str(out), "--no-progress")
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     rows = sqlite3.connect(out / "results.db").execute("SELECT run_id, status, final FROM runs").fetchall()
     assert [row[1] for row in rows] == ["finished"]
     assert json.loads(rows[0][2])["world_size"] == 2
@@ -165,7 +165,7 @@ def test_own_loop_example_on_two_ranks():
     import re
 
     done = torchrun(str(ROOT / "examples" / "ddp_own_loop.py"))
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     line = re.fullmatch(r"test accuracy (\S+) at density 0\.100, ITOP rate \S+; masks identical on all 2 ranks "
                         r"after every step", done.stdout.strip())
     assert line, done.stdout
