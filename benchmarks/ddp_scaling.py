@@ -97,7 +97,8 @@ def report(rows: list[dict], args: argparse.Namespace, load_before: tuple, load_
         lines.append(f"| {row['method']} | {row['processes']} | {args.batch // row['processes']} | "
                      f"{row['samples_per_s']:.1f} | {1000 * row['step_s']:.0f} | "
                      f"{row['samples_per_s'] / base['samples_per_s']:.2f}x |")
-    lines += ["", f"Machine: {os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}, "
+    lines += ["", f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. "
+              f"Machine: {os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}, "
               f"torch {torch.__version__}, Python {platform.python_version()}. Load average (1, 5, 15 min) "
               f"before: {', '.join(f'{v:.2f}' for v in load_before)}; after: "
               f"{', '.join(f'{v:.2f}' for v in load_after)}.", ""]
