@@ -25,6 +25,7 @@ SMALL: dict[str, tuple[dict, tuple[int, ...] | None]] = {
     "resnet32": ({"width": 4}, (3, 8, 8)),
     "preactresnet18": ({"width": 4}, (3, 8, 8)),
     "wrn28": ({"widen": 1}, (3, 8, 8)),
+    "resnet50": ({"width": 4}, (3, 32, 32)),
     "cnn1d": ({"channels": (8, 16, 24)}, None),
     "dsn": ({"width": 4, "depth": 2, "kernel": 9, "pool": 10}, (1, 24)),
     "lenet5": ({}, (1, 12, 12)),
