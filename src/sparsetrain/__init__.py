@@ -18,7 +18,7 @@ __version__ = "0.1.0"
 _SUBMODULES = ("algorithms", "analysis", "backends", "criteria", "data", "distributions", "engine",
                "experiments", "models", "registry", "reporting", "scenarios", "schedules", "sparse")
 _FROM_ALGORITHMS = ("DSN", "Dense", "EdgePopup", "GMP", "GraNet", "GraSP", "MEST", "METHODS", "Method", "PaI",
-                    "RigL", "SET", "SLaK", "SNIP", "SRigL", "Sparsifier", "Static", "SupTickets", "SynFlow", "create",
+                    "RigL", "SET", "SLaK", "SNIP", "SRigL", "Sparsifier", "Static", "SupTickets", "SynFlow", "UGTs", "create",
                     "list_methods")
 
 _ELSEWHERE = {"summary": "sparsetrain.analysis", "register_layer": "sparsetrain.sparse",

@@ -53,3 +53,6 @@ __all__ += ["Chase", "ChaseConfig"]
 from sparsetrain.algorithms.srigl import SRigL, SRigLConfig  # noqa: E402
 
 __all__ += ["SRigL", "SRigLConfig"]
+from sparsetrain.algorithms.ugts import UGTs, UGTsConfig, ugts_density  # noqa: E402
+
+__all__ += ["UGTs", "UGTsConfig", "ugts_density"]

@@ -16,6 +16,7 @@ from sparsetrain.errors import UserError
 from sparsetrain.sparse import SparseWeight, generator, topk_mask
 
 SCORES_SUFFIX, INIT_SUFFIX = "_scores", "_init"
+INITS = ("signed_constant", "kaiming_normal", "kaiming_uniform", "keep")
 
 
 @dataclass(frozen=True)
@@ -25,8 +26,8 @@ class SupermaskConfig(SparsityConfig):
     distribution: str = option("uniform", "layer-wise density allocation (the reference keeps the same "
                                "fraction k in every layer)", choices=("uniform", "er", "erk", "custom"))
     init: str = option("signed_constant", "the frozen weights: signed_constant (±gain/sqrt(fan_in)), "
-                       "kaiming_normal, or keep (the model's own initialization)",
-                       choices=("signed_constant", "kaiming_normal", "keep"))
+                       "kaiming_normal, kaiming_uniform (U(±gain·sqrt(3/fan_in))), or keep (the model's own "
+                       "initialization)", choices=INITS)
     scale_fan: bool = option(False, "scale fan_in by the layer density before computing the init's std "
                              "(the paper's scaled variant)")
     train_other: bool = option(False, "let the optimizer also train biases, norms and dense layers (the "
@@ -37,7 +38,7 @@ def frozen_init(weight: torch.Tensor, kind: str, density: float, gen: torch.Gene
     """The frozen weight edge-popup searches in (Ramanujan et al. 2020, section 4.1).
 
     signed_constant: ``sign(weight) * gain / sqrt(fan)``; kaiming_normal: ``N(0, (gain/sqrt(fan))^2)``;
-    with gain = sqrt(2) (ReLU) and fan = fan_in, times ``density`` for the scaled variants (pass
+    kaiming_uniform: ``U(-b, b)`` with ``b = sqrt(3) * gain / sqrt(fan)``; with gain = sqrt(2) (ReLU) and fan = fan_in, times ``density`` for the scaled variants (pass
     density=1 otherwise); keep: ``weight`` unchanged."""
     if kind == "keep":
         return weight.detach().clone()
@@ -45,6 +46,8 @@ def frozen_init(weight: torch.Tensor, kind: str, density: float, gen: torch.Gene
     std = nn.init.calculate_gain("relu") / math.sqrt(fan)
     if kind == "signed_constant":
         return weight.detach().sign() * std
+    if kind == "kaiming_uniform":
+        return (torch.rand(weight.shape, generator=gen) * 2 - 1).to(weight) * (math.sqrt(3.0) * std)
     noise = torch.randn(weight.shape, generator=gen, dtype=torch.float32).to(weight)
     return noise * std
 
@@ -85,11 +88,32 @@ class EdgePopup(Sparsifier):
             density = self.targets[w.name] / w.numel if cfg.scale_fan else 1.0
             init = frozen_init(w.values.float(), cfg.init, density, generator(self.seed, 0, "init", index))
             scores = torch.empty(w.shape, device=init.device)
-            nn.init.kaiming_uniform_(scores, a=math.sqrt(5), generator=generator(self.seed, 0, "scores", index))
+            self.init_scores(scores, generator(self.seed, 0, "scores", index))
             w.module.register_buffer(_leaf(w) + SCORES_SUFFIX, scores)
             w.module.register_buffer(_leaf(w) + INIT_SUFFIX, init)
             w.set_mask(torch.zeros(w.shape, dtype=torch.bool))
-            self._select(w)
+        self.select()
+
+    def scale_initial_weights(self) -> None:
+        """Nothing: the frozen weights are the init (``scale_fan`` is the supermask's own scaling)."""
+
+    def init_scores(self, scores: torch.Tensor, gen: torch.Generator) -> None:
+        """Kaiming-uniform with a=sqrt(5) (bound 1/sqrt(fan_in)), as the reference."""
+        nn.init.kaiming_uniform_(scores, a=math.sqrt(5), generator=gen)
+
+    def ranking(self, w: SparseWeight) -> torch.Tensor:
+        """What the top-k ranks: |score|."""
+        return self.scores(w).abs()
+
+    def score_grad(self, w: SparseWeight, grad: torch.Tensor) -> torch.Tensor:
+        """The straight-through gradient of the scores from ``grad`` = dL/d(effective weight):
+        through the mask as identity and through |score| (the ranking)."""
+        return grad * self.frozen(w) * self.scores(w).sign()
+
+    def select(self) -> None:
+        """Every layer's mask: its own top-k ``ranking`` (``targets`` entries)."""
+        for w in self.weights:
+            self._set_mask(w, topk_mask(self.ranking(w), self.targets[w.name]))
 
     def scores(self, w: SparseWeight) -> torch.Tensor:
         return getattr(w.module, _leaf(w) + SCORES_SUFFIX)
@@ -120,9 +144,8 @@ class EdgePopup(Sparsifier):
             w.want_dense_grad(True)
 
     @torch.no_grad()
-    def _select(self, w: SparseWeight) -> None:
-        """Mask = the layer's top-k |scores| (ties to the lower position); weights = init there."""
-        mask = topk_mask(self.scores(w).abs(), self.targets[w.name])
+    def _set_mask(self, w: SparseWeight, mask: torch.Tensor) -> None:
+        """Mask ``mask`` (ties broken to the lower position by the caller); weights = init there."""
         if not torch.equal(mask.to(w.mask.device), w.mask):
             w.set_mask(mask)
             w.load_dense(self.frozen(w))
@@ -133,13 +156,13 @@ class EdgePopup(Sparsifier):
         for w in self.weights:
             grad = w.dense_grad()
             scores = self.scores(w)
-            scores.grad = None if grad is None else grad.to(scores) * self.frozen(w) * scores.sign()
+            scores.grad = None if grad is None else self.score_grad(w, grad.to(scores))
             w.parameter.grad = None
         self.optimizer.step()
         self.step_count += 1
         before = self._active_indices()
+        self.select()
         for w in self.weights:
-            self._select(w)
             w.want_dense_grad(True)
         self._record_active(before)
 

@@ -24,6 +24,7 @@ METHOD_COLORS: dict[str, str] = {
     "prune-global": "#ffbb78", "prune-layer": "#98df8a", "prune-lamp": "#ff9896",
     "prune-dp": "#c5b0d5", "dsn": "#c49c94", "edge-popup": "#f7b6d2", "slak": "#dbdb8d",
     "sup-tickets": "#9edae5", "srigl": "#006d2c", "chase": "#843c39", "sup-tickets-granet": "#3182bd",
+    "ugts": "#7b4173",
 }
 _SPARE = ("#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354",
           "#756bb1", "#636363")

@@ -101,3 +101,11 @@ def test_the_store_records_that_weights_were_never_trained(tmp_path, monkeypatch
         rows = dict(db.execute("SELECT method, final FROM runs").fetchall())
     assert json.loads(rows["edge-popup"])["trained_weights"] is False
     assert json.loads(rows["set"])["trained_weights"] is True
+
+
+def test_the_first_forward_uses_the_frozen_weights_unscaled():
+    """sparse_init must not rescale the frozen weights before the first mask change."""
+    model = _net()
+    method = st.create("edge-popup", model, torch.optim.SGD(model.parameters(), lr=0.1), density=0.25)
+    for w in method.weights:
+        assert torch.equal(w.parameter.detach(), method.frozen(w) * w.mask)
