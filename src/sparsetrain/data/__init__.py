@@ -131,6 +131,7 @@ def path_in_identity(name: str, options: dict[str, Any] | None = None) -> bool:
 
 from sparsetrain.data import digits, mnist1d  # noqa: E402,F401  (registers the built-in datasets)
 from sparsetrain.data import cifar, idx, imagefolder, imagenet, npz, ucr  # noqa: E402,F401  (readers of files)
+from sparsetrain.data import graph  # noqa: E402,F401  (generated graph: csbm)
 
 __all__ = [
     "DATASETS",

@@ -94,6 +94,7 @@ def check_size(name: str, input_shape: tuple[int, ...], num_classes: int, opts: 
 from sparsetrain.models import (  # noqa: E402, F401
     cnn1d,
     dsn,
+    gcn,
     imagenet_resnet,
     slak,
     lenet,
