@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from sparsetrain import analysis
 from sparsetrain.backends.masked import MaskedWeight
 from sparsetrain.backends.shrink import shrink
 from sparsetrain.errors import UserError
@@ -105,6 +106,8 @@ def test_shrunk_model_equals_the_masked_one(name: str) -> None:
         else:  # every killed channel is gone, nothing else
             assert row.out_after == row.out_before - len(dead[row.out_before]), row.name
     assert small.shrink_summary.removed_channels > 0
+    planned = [r["shrunk_flops"] for r in analysis.layer_table(model, shape)]  # the plan, without shrinking
+    assert planned == [r["dense_flops"] for r in analysis.layer_table(small, shape)]
     x = torch.randn(3, *shape, generator=torch.Generator().manual_seed(1))
     for train in (False, True):
         model.train(train), small.train(train)
