@@ -27,7 +27,7 @@ from sparsetrain.engine import Callback, TrainConfig
 from sparsetrain.errors import UserError
 from sparsetrain.experiments.rundir import RunDir
 from sparsetrain.experiments.runner import run
-from sparsetrain.experiments.spec import NOT_IDENTITY, ExperimentConfig, build_spec, data_identity
+from sparsetrain.experiments.spec import ExperimentConfig, build_spec, data_identity, identity_values
 from sparsetrain.experiments.store import ResultsStore
 from sparsetrain.models import create as create_model
 from sparsetrain.sparse import SPARSIFIABLE_LAYERS, attach, select_weights
@@ -314,7 +314,7 @@ def planned_hash(values: dict[str, Any], *files: str) -> str:
     (the spec is validated with those keys unset, then hashed as `RunSpec.config_hash` does)."""
     spec = build_spec({**values, **{k: None for k in files}}, where="lottery")
     resolved = {**spec.resolved(), **{k: values[k] for k in files}}
-    identity = {k: v for k, v in resolved.items() if k not in NOT_IDENTITY}
+    identity = identity_values(resolved)
     identity.update(data_identity(spec.experiment))
     return config_hash(identity)
 

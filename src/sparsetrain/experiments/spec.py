@@ -25,6 +25,18 @@ NOT_IDENTITY = ("device", "data_dir", "channels_last", "compile", "workers")
 """Keys that change where or how fast a run happens, not what it computes (``precision`` does
 change what it computes, so it is part of a run's identity)."""
 
+NEUTRAL_DEFAULTS = {"structure": "unstructured", "precision": "fp32"}
+"""Keys added after runs were stored, left out of a run's identity at the value that computes what
+runs did before the key existed, so a store's earlier runs keep their hash (found, resumed and
+reported with the same configuration run today)."""
+
+
+def identity_values(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` (a resolved config) without the keys that are not part of a run's identity:
+    `NOT_IDENTITY`, and `NEUTRAL_DEFAULTS` keys at their neutral value."""
+    return {k: v for k, v in values.items()
+            if k not in NOT_IDENTITY and not (k in NEUTRAL_DEFAULTS and v == NEUTRAL_DEFAULTS[k])}
+
 
 @dataclass(frozen=True)
 class ExperimentConfig:
@@ -106,7 +118,7 @@ class RunSpec:
 
     @property
     def config_hash(self) -> str:
-        values = {k: v for k, v in self.resolved().items() if k not in NOT_IDENTITY}
+        values = identity_values(self.resolved())
         values.update(data_identity(self.experiment))
         return config_hash(values)
 

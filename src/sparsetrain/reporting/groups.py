@@ -19,7 +19,7 @@ import types
 from typing import Any, Mapping, Sequence
 
 from sparsetrain.engine.config import TrainConfig
-from sparsetrain.experiments.spec import NOT_IDENTITY, ExperimentConfig
+from sparsetrain.experiments.spec import ExperimentConfig, identity_values
 from sparsetrain.scenarios.apply import describe as describe_scenario
 
 Run = Mapping[str, Any]
@@ -48,8 +48,9 @@ def identity(run: Run) -> dict[str, Any]:
     completed by the run row's method, model, dataset and density."""
     config = dict(run.get("config") or {})
     keep_dir = config.get("data_dir") is not None and _path_in_identity(config)
-    values = {k: v for k, v in config.items() if k != "seed" and (k not in NOT_IDENTITY or
-                                                                    (k == "data_dir" and keep_dir))}
+    values = {k: v for k, v in identity_values(config).items() if k != "seed"}
+    if keep_dir:
+        values["data_dir"] = config["data_dir"]
     for key in _ROW_FIELDS:
         if values.get(key) is None and run.get(key) is not None:
             values[key] = run[key]
