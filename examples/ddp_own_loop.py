@@ -46,6 +46,7 @@ def main(epochs: int = 10, seed: int = 0) -> tuple[float, float]:
         print(f"test accuracy {accuracy:.3f} at density {sparsifier.density():.3f}, ITOP rate "
               f"{sparsifier.itop_rate():.3f}; masks identical on all {dist.get_world_size()} ranks "
               "after every step")
+    dist.barrier()  # leave together: gloo aborts a rank whose peer is already gone
     dist.destroy_process_group()
     return accuracy, sparsifier.density()
 

@@ -91,6 +91,7 @@ def check_device(device: torch.device) -> None:
 def shutdown() -> None:
     """Leave the process group (after a barrier, so no rank exits while another still talks)."""
     if is_distributed():
+        dist.barrier()  # gloo aborts a rank whose peer tears its connections down mid-exchange
         dist.destroy_process_group()
 
 
