@@ -790,6 +790,7 @@ def _run_distributed(argv: list[str]) -> int:
         sys.stdout = open(os.devnull, "w")
         warnings.simplefilter("ignore")
         follow()
+        distributed.shutdown()
         return 0
     try:
         return COMMANDS[argv[0]](argv[1:])
@@ -798,6 +799,8 @@ def _run_distributed(argv: list[str]) -> int:
             distributed.broadcast_object(None)  # done: the followers return
         except RuntimeError:  # they are gone already (torchrun stops them when a rank fails)
             pass
+        else:  # leave the group together: gloo aborts a rank whose peer is torn down mid-exchange
+            distributed.shutdown()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
