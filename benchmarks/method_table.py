@@ -164,6 +164,11 @@ if importlib.util.find_spec("aeon") is not None:
         "rows": _ucr_rows("GunPoint", 50, 40) + _ucr_rows("ItalyPowerDemand", 67, 40),
         "data_dir": aeon_archives(),
     }
+    SUITES["dsn-arrowhead"] = {
+        "title": "DSN on ArrowHead (UCR, 36 training series of length 251) shipped inside aeon, dsn network",
+        "rows": _ucr_rows("ArrowHead", 36, 40),
+        "data_dir": aeon_archives(),
+    }
     SUITES["dsn-uea"] = {
         "title": "DSN on BasicMotions (UEA, 6 channels, density 0.1 as for UEA) shipped inside aeon",
         "rows": _ucr_rows("BasicMotions", 40, 40, density=0.1),
