@@ -65,7 +65,7 @@ SUITES: dict[str, dict] = {
              "weight_decay": 1e-4, "model_options": {"widths": [1024, 1024]}})],
     },
     "suptickets": {
-        "title": "Sup-tickets against its RigL/SET underneath, MNIST-1D, MLP 40-256-256-10, density 0.1",
+        "title": "Sup-tickets against its RigL/SET/GraNet underneath, MNIST-1D, MLP 40-256-256-10, density 0.1",
         "rows": [("trained dense", {**MNIST1D_MLP, "method": "dense", "epochs": 40, "lr": 0.05, "weight_decay": 5e-4})]
         + [(label, {**MNIST1D_MLP, "epochs": 40, "lr": 0.05, "weight_decay": 5e-4, "density": 0.1,
                     "update_interval": 50, **extra}) for label, extra in [
@@ -77,6 +77,10 @@ SUITES: dict[str, dict] = {
             ("SET (drop 0.5 constant, every 50 steps)", {"method": "set", "drop_fraction": 0.5, "anneal": "constant"}),
             ("Sup-tickets on SET, CAA, 3 cycles of 2 epochs", {"method": "sup-tickets", "regrowth": "random",
                                                                "cycle_epochs": 2, "cycle_fraction": 0.15}),
+            ("GraNet (0.5 -> 0.1 until 44%, drop 0.5 constant, every 50 steps)",
+             {"method": "granet", "drop_fraction": 0.5, "anneal": "constant", "prune_stop_fraction": 0.44}),
+            ("Sup-tickets on GraNet, CAA, 3 cycles of 2 epochs", {"method": "sup-tickets-granet", "cycle_epochs": 2,
+                                                                  "cycle_fraction": 0.15}),
         ]],
     },
 }
