@@ -195,9 +195,9 @@ class DynamicSparsifier(Sparsifier):
         full = {s.index: self.weights[s.index].active_index() for s in group}
         scores_of = {i: self.drop_scores(self.weights[i], grads.get(self.weights[i].name), b).float().reshape(-1)
                      for i, b in full.items()}
+        bounds = [s.bounds_in(full[s.index]) for s in group]  # each segment's slice of its weight's actives
         offsets, before, scores = [0], [], []
-        for s in group:
-            lo, hi = s.bounds_in(full[s.index])
+        for s, (lo, hi) in zip(group, bounds):
             before.append(full[s.index][lo:hi] - s.lo if s.lo else full[s.index][lo:hi])
             scores.append(scores_of[s.index][lo:hi])
             offsets.append(offsets[-1] + s.size)
@@ -225,17 +225,17 @@ class DynamicSparsifier(Sparsifier):
             grown = torch.sort(torch.cat([first, grown])).values
         if not self.config.reinit_when_same and dropped.numel() and grown.numel():
             keep, dropped, grown = _keep_regrown(active_flat, keep, dropped, grown)
-        self._apply_rewire(group, full, before, offsets, keep, grown, dropped)
+        self._apply_rewire(group, full, bounds, offsets, keep, grown, dropped)
 
-    def _apply_rewire(self, group: list[Segment], full: dict[int, torch.Tensor], before: list[torch.Tensor],
+    def _apply_rewire(self, group: list[Segment], full: dict[int, torch.Tensor], bounds: list[tuple[int, int]],
                       offsets: list[int], keep: torch.Tensor, grown: torch.Tensor, dropped: torch.Tensor) -> None:
         """Rewire each weight of ``group`` once: its segments' decisions (group positions) mapped
         back to the weight's own flat positions; active weights outside the group stay."""
         per_weight: dict[int, tuple[torch.Tensor, list, list]] = {}
         start = 0
-        for s, b, lo, hi in zip(group, before, offsets, offsets[1:]):
-            keep_s = keep[start:start + b.numel()]
-            start += b.numel()
+        for s, (first, last), lo, hi in zip(group, bounds, offsets, offsets[1:]):
+            keep_s = keep[start:start + last - first]
+            start += last - first
             if len(group) > 1:
                 grown_s, dropped_s = _slice(grown, lo, hi) - lo, _slice(dropped, lo, hi) - lo
             else:
@@ -244,7 +244,6 @@ class DynamicSparsifier(Sparsifier):
                 per_weight[s.index] = (torch.ones(full[s.index].numel(), dtype=torch.bool,
                                                   device=keep.device), [], [])
             keep_w, grown_w, dropped_w = per_weight[s.index]
-            first, last = s.bounds_in(full[s.index])
             keep_w[first:last] = keep_s
             grown_w.append(grown_s + s.lo if s.lo else grown_s)
             dropped_w.append(dropped_s + s.lo if s.lo else dropped_s)
@@ -283,9 +282,10 @@ class DynamicSparsifier(Sparsifier):
                     return torch.from_numpy(chosen)
             scores = flat.abs()
         else:
-            scores = _cat([self.grow_scores(self.weights[s.index], grads.get(self.weights[s.index].name),
-                                            generator(self.seed, self.step_count, "grow", s.index))
-                           .float().reshape(-1)[s.lo:s.hi] for s in group])
+            dense = {i: self.grow_scores(self.weights[i], grads.get(self.weights[i].name),
+                                         generator(self.seed, self.step_count, "grow", i)).float().reshape(-1)
+                     for i in dict.fromkeys(s.index for s in group)}  # once per weight, sliced per part
+            scores = _cat([dense[s.index][s.lo:s.hi] for s in group])
         allowed = torch.ones(total, dtype=torch.bool, device=scores.device)
         allowed[excluded.to(scores.device)] = False
         return torch.nonzero(topk_mask(scores, n, allowed=allowed)).reshape(-1).to(device)

@@ -140,7 +140,6 @@ class GradualPruning:
             return
         before = self._active_indices()
         allowed = {w.name: w.mask.clone() for w in self.weights}
-        active = {w.name: w.active for w in self.weights}
         criterion = "magnitude" if grouping is not None and cfg.criterion == "lamp" else cfg.criterion
         scores = score(criterion, self.model, None, weights=self.weights,
                        seed=self.seed * 100_003 + self.step_count)
@@ -148,7 +147,6 @@ class GradualPruning:
         layerwise = cfg.prune_ranking == "layer" or n_of_m
         if layerwise:  # each logical layer (q, k, v of a fused weight) on its own
             scores, allowed = self.by_part(scores), self.by_part(allowed)
-            active = {n: int(a.sum()) for n, a in allowed.items()}
             shapes = {n: tuple(s.shape) for n, s in scores.items()}
         if n_of_m:
             counts = {n: grouping.round(n, 0, shapes[n]) for n in shapes}
@@ -156,10 +154,11 @@ class GradualPruning:
             wanted = structured_counts(allocate(cfg.distribution, shapes, density,
                                                 **self._distribution_options(scores)), shapes, grouping)
             final = self.part_target_counts()
+            active = {n: int(a.sum()) for n, a in allowed.items()}
             # never grow, never go below the final target (rounding can differ by one weight)
             counts = {n: max(min(wanted[n], active[n]), min(final[n], active[n])) for n in wanted}
         else:
-            k_density = min(density, sum(active.values()) / sum(w.numel for w in self.weights))
+            k_density = min(density, sum(w.active for w in self.weights) / sum(w.numel for w in self.weights))
             counts = allocation_counts(scores, k_density, allocation=cfg.prune_ranking, allowed=allowed,
                                        grouping=grouping)
         masks = select_masks(scores, counts, allocation=cfg.prune_ranking, allowed=allowed,
