@@ -16,7 +16,8 @@ finished):
 - IMP: 5 levels with rewinding to init; the per-level pruning fraction is 1 - 0.1^(1/5)
   (= 36.9%) so that level 5 reaches density 0.1 (the dense run is level 0);
 - Lottery Pools on the level-5 ticket, interpolating with its two nearest tickets (levels
-  4 and 3, the reference's search_num = 3), alpha grid 0.05 .. 0.95.
+  4 and 3, the reference's search_num = 3), each level's best-validation weights, the README's
+  11 alphas (`DEFAULT_ALPHAS`).
 
 Writes a mean ± std table of test accuracy (and the per-level IMP accuracies) to ``--doc``.
 """
@@ -33,6 +34,7 @@ from pathlib import Path
 import torch
 
 from sparsetrain.algorithms import METHODS
+from sparsetrain.algorithms.averaging import DEFAULT_ALPHAS
 from sparsetrain.experiments import ResultsStore, build_spec, run
 from sparsetrain.experiments.pruning import (
     LotteryConfig, lottery_levels, pools_for_level, prune_run, run_lottery,
@@ -100,8 +102,10 @@ def write_doc(path: Path, results: list[dict], args: argparse.Namespace, wall_s:
              f"{args.finetune_epochs} epochs at lr {args.finetune_lr} (cosine). IMP: {IMP_LEVELS} levels, "
              f"{100 * IMP_FRACTION:.1f}% of the remaining weights pruned per level (1 - 0.1^(1/5), so level "
              f"{IMP_LEVELS} has density 0.1), rewinding to init, {args.epochs} epochs per level. Lottery Pools: "
-             "level-5 ticket interpolated with levels 4 and 3, alpha in 0.05..0.95, re-pruned to the ticket's "
-             "density by global magnitude, kept only if validation accuracy improves.", "",
+             "level-5 ticket interpolated with levels 4 and 3 (each level's best-validation weights), alpha in "
+             f"{', '.join(f'{a:g}' for a in DEFAULT_ALPHAS)}, re-pruned to the ticket's density by global "
+             "magnitude, kept only if validation accuracy improves. Layer-adaptive DP: the reference's "
+             "worst-case distortion curve (`dp_curve: worst`).", "",
              f"Machine: {platform.machine()} CPU, torch {torch.__version__}, 1 thread, shared with other jobs; "
              f"total wall time {wall_s / 60:.1f} min.", "",
              "| method | test acc (%) mean ± std | train time per seed (s) |", "|---|---|---|"]
