@@ -46,7 +46,9 @@ class ChaseConfig(DynamicConfig):
     channel_sparsity: float = option(0.5, "Sc: fraction of the prunable channels removed by channel_stop_fraction "
                                           "(the reference's --start_layer_rate 0.5); 0 = plain unstructured DST")
     channel_floor: float = option(0.2, "beta: no layer keeps fewer than int(out x (1 - Sc) x beta) channels "
-                                       "(the reference's --minumum_ratio 0.2)")
+                                       "(the reference's --minumum_ratio: 0.2 in its VGG-19 script, 0.5 for "
+                                       "ResNet-50); 1 takes Sc of every layer's channels, the fastest shrunk "
+                                       "model (docs/performance_structured.md)")
     channel_interval: int = option(8, "weight-level updates between channel-pruning steps; channels are pruned "
                                       "half an update_interval before an update (the reference: every 8000 "
                                       "steps, at 7500, 15500, ...)")
