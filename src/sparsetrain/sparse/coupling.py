@@ -9,6 +9,10 @@ next layer; `couplings` leaves it out (as Chase's reference code does: luuyin/ch
 each model the conv -> next conv pairs it prunes, ``next_layers``, and none of them crosses a
 residual add or the classifier).
 
+`channel_params` reads the same trace for a different question: which bias and batch-norm
+entries belong to each output channel of a layer (those a masked channel must hold at 0 to
+output exactly 0), whatever its output meets after them.
+
 The coupling is read from one forward pass: leaf modules are recorded by hooks, and the
 functional operations between them (``out + shortcut``, ``x.flatten(1)``, ``F.relu``) by a
 ``TorchFunctionMode``, so no op that uses a channel goes unseen.
@@ -185,11 +189,7 @@ def couplings(model: nn.Module, *args: Any, **kwargs: Any) -> list[Coupling]:
     ``args``: a conv (or Linear) whose output reaches, through batch norms and per-channel ops
     only, exactly one conv (Linear) with groups=1 as its input, and nothing else."""
     nodes = trace_nodes(model, *args, **kwargs)
-    consumers: dict[int, list[tuple[int, int]]] = {}
-    for index, node in enumerate(nodes):
-        for position, source in enumerate(node.inputs):
-            if source >= 0:
-                consumers.setdefault(source, []).append((index, position))
+    consumers = _users(nodes)
     found = []
     seen = set()
     for index, node in enumerate(nodes):
@@ -207,22 +207,78 @@ def couplings(model: nn.Module, *args: Any, **kwargs: Any) -> list[Coupling]:
     return [c for c in found if calls[c.producer] == 1 and calls[c.consumer] == 1]
 
 
-def _follow(nodes: list[_Node], consumers: dict, start: int) -> Coupling | None:
-    producer = nodes[start]
+def _users(nodes: list[_Node]) -> dict[int, list[tuple[int, int]]]:
+    """Node index -> the (node, argument position) pairs that read its output."""
+    users: dict[int, list[tuple[int, int]]] = {}
+    for index, node in enumerate(nodes):
+        for position, source in enumerate(node.inputs):
+            if source >= 0:
+                users.setdefault(source, []).append((index, position))
+    return users
+
+
+def _per_channel_run(nodes: list[_Node], users: dict, start: int) -> tuple[list[str], tuple[int, int] | None]:
+    """Follow the output of conv/linear node ``start`` through batch norms and per-channel ops
+    while each value has exactly one reader. Returns the norms passed and the (node, position)
+    of the first reader that is neither (None at a fan-out or where nothing reads it)."""
+    linear = nodes[start].kind == "linear"
     norms: list[str] = []
     current = start
     while True:
-        users = consumers.get(current, [])
-        if len(users) != 1:
-            return None
-        index, position = users[0]
+        readers = users.get(current, [])
+        if len(readers) != 1:
+            return norms, None
+        index, position = readers[0]
         node = nodes[index]
-        if node.kind in ("conv", "linear"):
-            if node.kind != producer.kind or position != 0 or node.groups != 1:
-                return None
-            return Coupling(producer.weight, node.weight, producer.bias, tuple(norms))
-        if node.kind == "norm" and position == 0:
+        if position == 0 and node.kind == "norm":
             norms.append(node.name)
-        elif node.kind != "per_channel" or position != 0 or (node.pool and producer.kind == "linear"):
-            return None
+        elif position != 0 or node.kind != "per_channel" or (node.pool and linear):  # pooling mixes units
+            return norms, readers[0]
         current = index
+
+
+def _follow(nodes: list[_Node], users: dict, start: int) -> Coupling | None:
+    producer = nodes[start]
+    norms, stop = _per_channel_run(nodes, users, start)
+    if stop is None:
+        return None
+    index, position = stop
+    node = nodes[index]
+    if node.kind != producer.kind or position != 0 or node.groups != 1:
+        return None
+    return Coupling(producer.weight, node.weight, producer.bias, tuple(norms))
+
+
+@dataclass(frozen=True)
+class ChannelParams:
+    """The per-output-channel parameters of one Conv/Linear weight: entry c of its ``bias`` and
+    of the ``weight``/``bias`` (and running statistics) of each batch norm in ``norms`` belongs
+    to its output channel c alone."""
+
+    weight: str
+    bias: str | None = None
+    norms: tuple[str, ...] = ()
+
+
+def channel_params(model: nn.Module, *args: Any, **kwargs: Any) -> dict[str, ChannelParams]:
+    """Weight name -> `ChannelParams` for every Conv/Linear weight of ``model`` seen in a forward
+    pass on ``args``: its bias, and the batch norms its output passes through per-channel ops
+    only, up to the first other op or the first fan-out (e.g. ResNet's conv2 -> bn2 -> add: bn2
+    is conv2's). Unlike `couplings`, what comes after (a residual add, a flatten, the classifier)
+    does not matter. A weight used twice gets the norms after every use; a batch norm used twice
+    belongs to no weight (its entries serve other inputs too)."""
+    nodes = trace_nodes(model, *args, **kwargs)
+    users = _users(nodes)
+    norm_calls: dict[str, int] = {}
+    for node in nodes:
+        if node.kind == "norm":
+            norm_calls[node.name] = norm_calls.get(node.name, 0) + 1
+    found: dict[str, ChannelParams] = {}
+    for index, node in enumerate(nodes):
+        if node.kind not in ("conv", "linear") or node.weight is None:
+            continue
+        norms, _ = _per_channel_run(nodes, users, index)
+        before = found.get(node.weight, ChannelParams(node.weight, node.bias))
+        new = [n for n in norms if norm_calls[n] == 1 and n not in before.norms]
+        found[node.weight] = ChannelParams(node.weight, node.bias, before.norms + tuple(new))
+    return found

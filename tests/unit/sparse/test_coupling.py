@@ -73,3 +73,33 @@ def test_functional_layers_are_found_by_their_parameters_and_shared_layers_are_l
     found = couplings(Functional(), torch.randn(1, 3))
     assert Coupling("w1", "w2", None, ()) in found
     assert all("shared" not in c.producer and "shared" not in c.consumer for c in found)
+
+
+def test_channel_params_follow_norms_up_to_the_first_mixing_op_whatever_comes_after():
+    from sparsetrain.sparse.coupling import ChannelParams as P, channel_params
+
+    # conv -> bn -> relu -> conv: the first conv owns bn; the second has only its bias
+    chain = nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 2, 1))
+    assert channel_params(chain, torch.randn(1, 3, 6, 6)) == {
+        "0.weight": P("0.weight", None, ("1",)), "3.weight": P("3.weight", "3.bias", ())}
+    # residual: conv2 -> bn2 -> add keeps bn2; the stem fans out (conv1 and the add): no norm;
+    # conv3 -> mean -> fc: its bias only
+    assert channel_params(Block(), torch.randn(1, 3, 8, 8)) == {
+        "stem.weight": P("stem.weight", "stem.bias", ()), "conv1.weight": P("conv1.weight", None, ("bn1",)),
+        "conv2.weight": P("conv2.weight", None, ("bn2",)), "conv3.weight": P("conv3.weight", "conv3.bias", ()),
+        "fc.weight": P("fc.weight", "fc.bias", ())}
+    # conv -> bn -> flatten -> linear -> bn: each owns its norm; a batch norm used twice is nobody's
+    flat = nn.Sequential(nn.Conv1d(2, 3, 3), nn.BatchNorm1d(3), nn.Flatten(), nn.Linear(12, 5), nn.BatchNorm1d(5))
+    assert channel_params(flat, torch.randn(2, 2, 6)) == {
+        "0.weight": P("0.weight", "0.bias", ("1",)), "3.weight": P("3.weight", "3.bias", ("4",))}
+
+    class SharedNorm(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.bn = nn.Conv2d(2, 3, 1), nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3)
+
+        def forward(self, x):
+            return self.bn(self.b(self.bn(self.a(x))))
+
+    assert channel_params(SharedNorm(), torch.randn(1, 2, 4, 4)) == {
+        "a.weight": P("a.weight", "a.bias", ()), "b.weight": P("b.weight", "b.bias", ())}
