@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from sparsetrain.algorithms.dead_channels import DeadChannels
 from sparsetrain.config import check_range, from_dict, option, validate_choices
 from sparsetrain.distributions import allocate
 from sparsetrain.errors import SparsetrainWarning, UserError
@@ -44,16 +45,18 @@ class MethodConfig:
 
 
 def _guarded(step: Callable[[Method], None]) -> Callable[[Method], None]:
-    """``step`` marked as running, so optimizer steps it makes do not re-enter it via the hook."""
+    """``step`` marked as running, so optimizer steps it makes do not re-enter it via the hook;
+    the outermost call ends with `Method.after_step`."""
     @functools.wraps(step)
     def run(self: Method) -> None:
         if getattr(self, "_stepping", False):  # a subclass's step calling super().step()
             return step(self)
         self._stepping = True
         try:
-            return step(self)
+            step(self)
         finally:
             self._stepping = False
+        self.after_step()
     return run
 
 
@@ -171,6 +174,9 @@ class Method:
         if self.optimizer is not None and not self._driven_by_hook and not self.skips_optimizer_step():
             self.optimizer.step()
         self.step_count += 1
+
+    def after_step(self) -> None:
+        """Runs once at the end of every `step()`, after all of it (topology updates included)."""
 
     def skips_optimizer_step(self) -> bool:
         """True if the coming `step()` counts the iteration without an optimizer step (RigL's
@@ -355,6 +361,10 @@ class Sparsifier(Method):
         self.retired = {w.name: RetiredSet(w.numel) for w in self.weights}
         """Per layer, the flat positions that were active after some topology change but are not
         now (the ITOP map is these plus the active weights; a static run keeps none)."""
+        self.dead_channels = (DeadChannels(model, lambda: self.optimizer, self.dead_channel_rows)
+                              if self.structure.kind == "channel" else None)
+        """Under structure=channel: holds each masked channel's bias and batch norm at 0, so it
+        outputs exactly 0 and `st.shrink` removes it (`sparsetrain.algorithms.dead_channels`)."""
         self.init_masks()
         self.scale_initial_weights()
 
@@ -478,6 +488,21 @@ class Sparsifier(Method):
             if bool((scale != 1).any()):
                 w.load_dense(w.values * scale.to(w.values.device))
 
+    def dead_channel_rows(self) -> dict[str, torch.Tensor]:
+        """Weight name -> one bool per output channel (row of its (out, fan-in) matrix): True where
+        no weight of the channel is active."""
+        return {w.name: ~self.structure.active_groups(w.mask, self.fan_in[w.name]) for w in self.weights}
+
+    def hold_dead_channels(self) -> None:
+        """Under structure=channel: zero the bias and batch-norm entries of the channels whose
+        mask rows are all zero, and reset the batch norm of channels regrown since the last call
+        (`DeadChannels.update`; a no-op before the model's first forward pass, which does it)."""
+        if self.dead_channels is not None:
+            self.dead_channels.update()
+
+    def after_step(self) -> None:
+        self.hold_dead_channels()
+
     def step(self) -> None:
         for w in self.weights:
             w.mask_grad()
@@ -545,6 +570,8 @@ class Sparsifier(Method):
                 self.retired[name].set(value)
         elif "ever_active" in state:
             self.ever_active = state["ever_active"]
+        if self.dead_channels is not None:
+            self.dead_channels.forget()
 
 
 def warn_few_updates(method: str, what: str, count: int, interval: int, last: int, total: int,

@@ -10,12 +10,12 @@ from typing import Any, ClassVar
 import torch
 
 from sparsetrain.algorithms.base import warn_few_updates
+from sparsetrain.algorithms.dead_channels import zero_channels
 from sparsetrain.algorithms.dynamic import DynamicConfig, DynamicSparsifier
 from sparsetrain.algorithms.registry import register_method
 from sparsetrain.config import check_range, option
 from sparsetrain.errors import ConfigError, UserError
 from sparsetrain.schedules import ANNEALING, CubicSchedule, DecaySchedule
-from sparsetrain.sparse import zero_optimizer_state
 from sparsetrain.sparse.coupling import Coupling, couplings
 
 
@@ -267,14 +267,8 @@ class Chase(DynamicSparsifier):
         state), so its output is exactly 0 in training and in eval mode."""
         for c in self.couplings or ():
             dead = ~self.alive[c.producer]
-            if not bool(dead.any()):
-                continue
-            names = ([c.bias] if c.bias else []) + [f"{n}.{p}" for n in c.norms for p in ("weight", "bias")]
-            for name in names:
-                param = self.model.get_parameter(name)
-                mask = dead.to(param.device)
-                param.masked_fill_(mask, 0)
-                zero_optimizer_state(self.optimizer, param, mask)
+            if bool(dead.any()):
+                zero_channels(self.model, self.optimizer, c.bias, c.norms, dead)
 
     # --- bookkeeping --------------------------------------------------------------------------
     def channel_counts(self) -> dict[str, tuple[int, int]]:

@@ -90,6 +90,7 @@ class PrunesBeforeTraining:
         self.targets = {w.name: w.active for w in self.weights}
         self.ever_active = {w.name: w.mask.clone() for w in self.weights}
         self.scale_initial_weights()  # the weights are still the initial ones; the mask is now final
+        self.hold_dead_channels()
         self.prepared = True
 
     def step(self) -> None:
