@@ -70,3 +70,30 @@ def test_export_shrink_bad_input_is_one_sentence_and_writes_nothing(tmp_path, ca
     assert "st.shrink removes channels of convolutional networks; MLP has no Conv1d/Conv2d/Conv3d layer" in err
     assert len(err.splitlines()) == 1 and "Traceback" not in err
     assert not dest.exists()
+
+
+def test_a_channel_structured_run_exports_shrunk_without_its_masked_channels(tmp_path, capsys):
+    """`train --structure channel` holds each masked channel's bias and batch norm at 0, so
+    `export --shrink` removes every masked conv channel (VGG-11: a plain conv -> bn -> relu chain
+    into the classifier) and the small model predicts like the masked one."""
+    out = tmp_path / "runs"
+    assert main(["train", "--method", "rigl", "--structure", "channel", "--density", "0.5", "--out", str(out),
+                 "--model", "vgg11", "--model-options", "{width: 0.125}", "--data-fraction", "0.25"] + FAST) == 0
+    run_id = _run_id(out)
+    state = load_checkpoint(out / run_id / "checkpoints" / "last.pt")["model"]
+    dead = {k[: -len(".weight_mask")]: int((~m.reshape(m.shape[0], -1).any(1)).sum())
+            for k, m in state.items() if k.endswith("weight_mask") and k.startswith("features")}
+    assert sum(dead.values()) > 0
+    assert main(["export", run_id[:6], "--out", str(out), "--shrink"]) == 0
+    assert f"removed {sum(dead.values())} output channels" in capsys.readouterr().out
+
+    small = st.load_shrunk(out / run_id / "shrunk")
+    for name, n in dead.items():
+        assert small.get_submodule(name).out_channels == state[f"{name}.weight"].shape[0] - n
+    data = load("digits", seed=0, val_fraction=0.1)
+    masked = masked_model_from_state(create("vgg11", input_shape=data.input_shape, num_classes=10, width=0.125),
+                                     state).eval()
+    assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in masked.parameters())
+    x = data.test.x[:64]
+    with torch.no_grad():
+        torch.testing.assert_close(small(x), masked(x), rtol=1e-5, atol=1e-5)

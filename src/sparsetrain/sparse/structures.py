@@ -8,7 +8,9 @@ A structure is parsed from a string (`parse_structure`):
 - ``block:B`` (e.g. ``block:4``): B x B blocks of the layer's (out, fan-in) matrix, all
   active or all inactive; blocks are ranked by the L2 norm of their scores.
 - ``channel``: whole output channels (rows of the matrix: a Linear's output unit, a
-  convolution's filter), ranked by the L2 norm of their scores.
+  convolution's filter), ranked by the L2 norm of their scores. The sparsifiers hold a masked
+  channel's bias and batch norm at 0 (`sparsetrain.algorithms.dead_channels`), so it outputs
+  exactly 0 and `st.shrink` removes it.
 
 **The (out, fan-in) matrix.** Every structure except ``unstructured`` works on a 2-D view
 of a logical layer (`matrix`): rows are output units, and the fan-in is ordered channels-last,
