@@ -32,7 +32,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from sparsetrain.reporting.groups import DENSE, diff_keys, experiment_groups, is_finished, row_label
-from sparsetrain.reporting.style import method_color, save_png as _save
+from sparsetrain.reporting.style import accuracy_axis, method_color, save_png as _save
 from sparsetrain.reporting.tables import format_accuracy, format_table
 from sparsetrain.scenarios.corruptions import BENCHMARK, list_corruptions
 from sparsetrain.scenarios.evaluation import corruption_errors, relative_corruption_errors
@@ -265,6 +265,7 @@ def plot_robustness_vs_density(runs: Sequence[Run], path: str | os.PathLike[str]
                 ax.set_xticks(densities, [f"{d:g}" for d in densities])
             ax.set_xlabel("density")
             ax.set_ylabel(f"{header} (%)")
+            accuracy_axis(ax)
             ax.set_title(f"{setup}, {scenario}" if setup else "no robustness runs", fontsize="small")
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize="x-small")
@@ -310,6 +311,7 @@ def plot_robust_curves(runs: Sequence[Run], histories: Mapping[str, Sequence[Map
             ax.plot(range(1, len(curve) + 1), [100 * v for v in curve], linestyle=style, color=color, label=label)
         ax.set_xlabel("epoch")
         ax.set_ylabel("robust test accuracy (%)")
+        accuracy_axis(ax)
         ax.set_title(setup or "no adversarially trained runs", fontsize="small")
         if mine:
             ax.legend(fontsize="x-small")

@@ -22,7 +22,9 @@ from sparsetrain.reporting.groups import (
     experiment_groups,
     row_label,
 )
-from sparsetrain.reporting.style import LINESTYLES, MARKERS, method_color, plot_layer_lines, save_png
+from sparsetrain.reporting.style import (
+    LINESTYLES, MARKERS, accuracy_axis, method_color, plot_layer_lines, save_png,
+)
 from sparsetrain.reporting.tables import TEXT_COLUMNS, _short_ids, experiment_cells, format_table
 
 STUDY_COLUMNS: list[tuple[str, str]] = [
@@ -120,6 +122,7 @@ def plot_accuracy_vs_density(runs: Sequence[Mapping[str, Any]], path: str | os.P
         ax.set_title(f"{setup}, {scenario}" if setup else "no finished runs", fontsize="medium")
         ax.set_xlabel("density")
         ax.set_ylabel("test accuracy (%)")
+        accuracy_axis(ax)
         if mine:  # outside the axes, on the right: a legend never hides a point
             ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     for ax in axes[len(panels):]:

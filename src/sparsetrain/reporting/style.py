@@ -41,6 +41,22 @@ def method_color(method: str) -> str:
     return _SPARE[digest % len(_SPARE)]
 
 
+MIN_ACCURACY_SPAN = 10.0
+"""Fewest percentage points an accuracy axis spans (see `accuracy_axis`)."""
+
+
+def accuracy_axis(ax: Any, span: float = MIN_ACCURACY_SPAN) -> None:
+    """Widen ``ax``'s y-axis, an accuracy in %, to at least ``span`` points inside 0-100 around
+    its data, so that a gap of a few tenths of a point does not fill the panel (matplotlib fits
+    the axis to the data: 97.1 vs 97.6 would span it top to bottom). Wider data keep their range."""
+    low, high = ax.get_ylim()
+    if high - low >= span:
+        return
+    middle = (low + high) / 2
+    low = min(max(middle - span / 2, 0.0), 100.0 - span)
+    ax.set_ylim(low, low + span)
+
+
 def save_png(fig: Figure, path: str | os.PathLike[str], dpi: int) -> Path:
     """Write ``fig`` as a PNG to ``path`` atomically and return the path."""
     buffer = io.BytesIO()

@@ -62,3 +62,26 @@ def test_learning_curves_come_from_the_stored_epochs(tmp_path):
     assert list(loss.get_lines()[0].get_xdata()) == [1, 2, 3]
     png = plot_run_curves(epochs, tmp_path / "c.png", title="r/seed_0")
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def _axis_after(values):
+    from matplotlib.figure import Figure
+
+    from sparsetrain.reporting.style import accuracy_axis
+
+    ax = Figure().subplots()
+    ax.plot(range(len(values)), values)
+    before = ax.get_ylim()
+    accuracy_axis(ax)
+    return before, ax.get_ylim()
+
+
+def test_an_accuracy_axis_spans_at_least_ten_points_inside_0_to_100():
+    _, near_top = _axis_after([97.1, 97.6])       # middle 97.35: 92.35..102.35 would pass 100
+    assert near_top == pytest.approx((90.0, 100.0))
+    _, near_zero = _axis_after([2.0, 3.0])         # middle 2.5: -2.5..7.5 would pass 0
+    assert near_zero == pytest.approx((0.0, 10.0))
+    _, middle = _axis_after([50.0, 51.0])          # matplotlib's 5% margins keep the middle at 50.5
+    assert middle == pytest.approx((45.5, 55.5))
+    before, wide = _axis_after([40.0, 90.0])       # already wider than 10 points: left as it is
+    assert wide == before and wide[1] - wide[0] > 50
