@@ -400,11 +400,12 @@ def pools_for_level(store: ResultsStore, root: str | Path, levels: list[dict[str
     if len(data.val) == 0:
         raise UserError("Lottery Pools needs a validation set; the ticket's run has val_fraction 0")
     ordered = sorted(by_level)
-    states = {k: read_weights(_ticket_weights(root, by_level[k], checkpoint)) for k in ordered}
-    for k in ordered:  # level 0 (dense) has no masks: take the model's (all ones)
-        own = model.state_dict()
-        states[k] = {key: states[k].get(key, own[key]) for key in own}
     neighbours = [ordered[i] for i in neighbour_order(ordered.index(level), len(ordered), search_num - 1)]
+    own = model.state_dict()
+    states = {}
+    for k in (level, *neighbours):  # only the tickets that take part (level 0 may be a plain dense run)
+        state = read_weights(_ticket_weights(root, by_level[k], checkpoint))
+        states[k] = {key: state.get(key, own[key]) for key in own}  # level 0 (dense) has no masks: all ones
     train_batches = [x for x, _ in batches(data.train, 256, shuffle=False)]
     recalibrate = (lambda m: torch.optim.swa_utils.update_bn(train_batches, m)) if has_batch_norm(model) else None
     started = time.time()

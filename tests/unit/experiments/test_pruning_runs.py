@@ -71,6 +71,24 @@ def test_lottery_pools_without_best_weights_is_a_user_error_and_last_works(lotte
     assert row["config"]["pools_checkpoint"] == "last" and row["config"]["alphas"] == [0.5]
 
 
+def test_lottery_pools_reads_only_the_tickets_it_interpolates(lottery, tmp_path):
+    """Level 0 trained before as a plain dense run (the same config) has no best-validation weights;
+    pools on level 2 with one neighbour (level 1) never reads it."""
+    import shutil
+
+    root, store, rows = lottery
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    experiment = store.links(run_id=rows[-1]["run_id"])[0]["experiment"]
+    (run_dir_of(copy, rows[0]).path / BEST_WEIGHTS).unlink()
+    with ResultsStore(copy / "results.db") as other:
+        levels = lottery_levels(other, experiment)
+        row = pools_for_level(other, copy, levels, 2, search_num=2, alphas=(0.5,), log=QUIET["log"])
+        assert [level for level, _ in row["final"]["accepted"]] in ([], [1])
+        with pytest.raises(UserError, match="best-validation weights"):  # with level 0 as a neighbour
+            pools_for_level(other, copy, levels, 2, search_num=3, alphas=(0.5,), log=QUIET["log"])
+
+
 def test_best_weights_are_saved_only_when_validation_accuracy_beats_every_earlier_epoch(tmp_path):
     import types
 
