@@ -18,6 +18,7 @@ import statistics
 import types
 from typing import Any, Mapping, Sequence
 
+from sparsetrain.algorithms.base import SparsityConfig
 from sparsetrain.engine.config import TrainConfig
 from sparsetrain.experiments.spec import ExperimentConfig, identity_values
 from sparsetrain.scenarios.apply import describe as describe_scenario
@@ -32,6 +33,9 @@ _ROW_FIELDS = ("method", "model", "dataset", "density")
 _TRAINING_KEYS = frozenset(
     f.name for cls in (ExperimentConfig, TrainConfig) for f in dataclasses.fields(cls)
 ) - {"method", "seed"}
+_COMMON_KEYS = _TRAINING_KEYS | {f.name for f in dataclasses.fields(SparsityConfig)}
+"""Keys with the same meaning for every method (the experiment, the trainer and the options every
+sparse method shares, e.g. ``distribution``); the other keys are a method's own options."""
 # Fields of ``final`` (or of the run itself) averaged over the seeds of a row.
 MEAN_FIELDS = ("active_weights", "total_weights", "flops", "itop_rate", "duration_s")
 
@@ -123,16 +127,17 @@ def diff_keys(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     """Configuration keys that tell rows apart beyond setup, scenario, method and density.
     Within one setup and scenario, a key counts when two rows of the same method hold it with
     different values, or one of them lacks it (a run stored before the option existed); across
-    methods only when every sparse row holds the key (e.g. ``epochs``, ``distribution``), so a
-    method's own options (RigL's ``update_interval`` beside MEST's) do not read as a difference
-    between two experiments."""
+    methods only for keys every method means the same by (training settings such as ``epochs``,
+    and the options of every sparse method such as ``distribution``) when every sparse row holds
+    them, so a method's own options (RigL's ``update_interval`` and ``anneal`` beside MEST's) do
+    not read as a difference between two experiments, even where every method has them."""
     keys: set[str] = set()
     panels: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
     for row in rows:
         panels.setdefault((row["setup"], row["scenario"]), []).append(row)
     for panel in panels.values():
         sparse = [row for row in panel if row["method"] != DENSE] or panel
-        shared = set.intersection(*(set(row["config"]) for row in sparse))
+        shared = set.intersection(*(set(row["config"]) for row in sparse)) & _COMMON_KEYS
         for row in panel:
             for key, value in row["config"].items():
                 if key in LABEL_KEYS or key in keys:

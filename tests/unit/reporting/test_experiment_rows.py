@@ -128,3 +128,12 @@ def test_a_methods_own_options_are_not_a_difference_between_two_methods():
     assert diff_keys(other_allocation) == ["distribution"]  # every sparse row holds it
     longer = quickstart + [row("static", epochs=30, distribution="erk")]
     assert diff_keys(longer) == ["epochs"]
+    # every row a dynamic method: each holds update_interval/anneal, with its own defaults
+    dynamic = [row("dense", epochs=20), row("set", epochs=20, distribution="erk", update_interval=25, anneal="cosine"),
+               row("rigl", epochs=20, distribution="erk", update_interval=25, anneal="cosine"),
+               row("mest", epochs=20, distribution="erk", update_interval=5, anneal="step")]
+    assert diff_keys(dynamic) == []
+    assert diff_keys(dynamic + [row("mest", epochs=20, distribution="erk", update_interval=2, anneal="step")]) \
+        == ["update_interval"]
+    assert diff_keys([*dynamic[:3], row("mest", epochs=20, distribution="uniform", update_interval=5,
+                                        anneal="step")]) == ["distribution"]
