@@ -19,6 +19,7 @@ from sparsetrain.algorithms.registry import register_method
 from sparsetrain.config import check_range, option
 from sparsetrain.criteria import CRITERIA, score
 from sparsetrain.errors import UserError
+from sparsetrain.sparse.initialization import SPARSE_INITS
 
 ROUND_SCHEDULES = ("exponential", "linear")
 BN_MODES = ("eval", "train")
@@ -61,6 +62,11 @@ class PaIConfig(SparsityConfig):
                           "statistics, as ganguli-lab/Synaptic-Flow's prune_loop for every pruner) or train "
                           "(batch statistics, as alecwangcq/GraSP); SynFlow always scores in eval mode",
                           choices=BN_MODES)
+    sparse_init: str = option("none", "rescale the kept initial weights once the mask is drawn: none (the "
+                              "references of SNIP, GraSP and SynFlow train the kept weights as initialized; a "
+                              "criterion keeps chosen weights, not a random sample, and x 1/sqrt(density) made "
+                              "GraSP collapse to chance on MNIST-1D), layer or unit (as for random masks)",
+                              choices=SPARSE_INITS)
 
     def __post_init__(self) -> None:
         super().__post_init__()

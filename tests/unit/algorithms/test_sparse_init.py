@@ -98,3 +98,15 @@ def test_embeddings_are_lookups_and_keep_their_initialization():
     table, linear = method.weights
     assert table.active == 20 and torch.equal(table.values, before[0] * table.mask)
     assert torch.allclose(linear.values, before[1] * linear.mask * 2 ** 0.5)
+
+
+@pytest.mark.parametrize("method", ["snip", "grasp", "synflow"])
+def test_pruning_at_init_keeps_the_initial_weights_by_default_as_its_references(method):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 6), nn.ReLU(), nn.Linear(6, 4))
+    dense = [m.weight.detach().clone() for m in (model[0], model[2])]
+    pruner = create(method, model, torch.optim.SGD(model.parameters(), lr=0.1), density=0.25)
+    assert pruner.config.sparse_init == "none"
+    pruner.prepare(iter([(torch.randn(16, 8), torch.randint(0, 4, (16,)))]))
+    for w, before in zip(pruner.weights, dense):
+        assert 0 < w.active < w.numel and torch.equal(w.values, before * w.mask)
