@@ -55,16 +55,23 @@ def test_lottery_pools_run_is_stored_and_not_worse_on_validation(lottery):
     assert all((run_dir_of(root, r).path / BEST_WEIGHTS).is_file() for r in rows)
 
 
-def test_lottery_pools_without_best_weights_is_a_user_error_and_last_works(lottery, tmp_path):
+def _without_best_weights(lottery, tmp_path, level):
+    """A copy of the lottery whose level ``level`` has no best-validation weights: (folder, its
+    levels, the copy's store)."""
     import shutil
 
     root, store, rows = lottery
     copy = tmp_path / "copy"
     shutil.copytree(root, copy)
     experiment = store.links(run_id=rows[-1]["run_id"])[0]["experiment"]
-    (run_dir_of(copy, rows[1]).path / BEST_WEIGHTS).unlink()
-    with ResultsStore(copy / "results.db") as other:
-        levels = lottery_levels(other, experiment)
+    (run_dir_of(copy, rows[level]).path / BEST_WEIGHTS).unlink()
+    other = ResultsStore(copy / "results.db")
+    return copy, lottery_levels(other, experiment), other
+
+
+def test_lottery_pools_without_best_weights_is_a_user_error_and_last_works(lottery, tmp_path):
+    copy, levels, other = _without_best_weights(lottery, tmp_path, 1)
+    with other:
         with pytest.raises(UserError, match="best-validation weights"):
             pools_for_level(other, copy, levels, 2, log=QUIET["log"])
         row = pools_for_level(other, copy, levels, 2, checkpoint="last", alphas=(0.5,), log=QUIET["log"])
@@ -74,15 +81,8 @@ def test_lottery_pools_without_best_weights_is_a_user_error_and_last_works(lotte
 def test_lottery_pools_reads_only_the_tickets_it_interpolates(lottery, tmp_path):
     """Level 0 trained before as a plain dense run (the same config) has no best-validation weights;
     pools on level 2 with one neighbour (level 1) never reads it."""
-    import shutil
-
-    root, store, rows = lottery
-    copy = tmp_path / "copy"
-    shutil.copytree(root, copy)
-    experiment = store.links(run_id=rows[-1]["run_id"])[0]["experiment"]
-    (run_dir_of(copy, rows[0]).path / BEST_WEIGHTS).unlink()
-    with ResultsStore(copy / "results.db") as other:
-        levels = lottery_levels(other, experiment)
+    copy, levels, other = _without_best_weights(lottery, tmp_path, 0)
+    with other:
         row = pools_for_level(other, copy, levels, 2, search_num=2, alphas=(0.5,), log=QUIET["log"])
         assert [level for level, _ in row["final"]["accepted"]] in ([], [1])
         with pytest.raises(UserError, match="best-validation weights"):  # with level 0 as a neighbour
