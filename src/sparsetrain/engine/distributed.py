@@ -15,6 +15,7 @@ the same masks.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 from typing import Any, Iterable, Sequence
@@ -89,10 +90,16 @@ def check_device(device: torch.device) -> None:
 
 
 def shutdown() -> None:
-    """Leave the process group (after a barrier, so no rank exits while another still talks)."""
+    """Leave the process group (after a barrier, so no rank exits while another still talks).
+    Unreachable objects that still hold the group (a DistributedDataParallel reducer in a
+    reference cycle) are collected first: a group that outlives `destroy_process_group` is torn
+    down at interpreter exit, where gloo's worker threads abort the process ("terminate called
+    without an active exception")."""
     if is_distributed():
+        gc.collect()
         dist.barrier()  # gloo aborts a rank whose peer tears its connections down mid-exchange
         dist.destroy_process_group()
+        gc.collect()
 
 
 def barrier() -> None:
