@@ -166,10 +166,14 @@ def time_model(name: str, args: argparse.Namespace, log: Callable[[str], None]) 
     return variants
 
 
+def median_ratio(dense_s: list[float], times_s: list[float]) -> float:
+    """Median over the rounds of dense's time / the variant's time in the same round."""
+    return statistics.median(d / t for d, t in zip(dense_s, times_s))
+
+
 def speed_ratios(variants: list[Variant]) -> dict[str, float]:
-    """Variant label -> median over the rounds of dense's inference time / the variant's."""
-    dense = variants[0]
-    return {v.label: statistics.median(d / t for d, t in zip(dense.infer_s, v.infer_s)) for v in variants}
+    """Variant label -> its inference speed-up over dense (`median_ratio`)."""
+    return {v.label: median_ratio(variants[0].infer_s, v.infer_s) for v in variants}
 
 
 def speed_table(name: str, variants: list[Variant]) -> list[str]:
@@ -177,12 +181,11 @@ def speed_table(name: str, variants: list[Variant]) -> list[str]:
     lines = [f"### {name} (batch {{batch}})", "",
              "| variant | parameters | FLOPs / sample | inference ms (median) | speed-up vs dense | "
              "training step ms (median) | speed-up vs dense |", "|---|---|---|---|---|---|---|"]
-    for v in variants:
-        inf_ratio = statistics.median(d / t for d, t in zip(dense.infer_s, v.infer_s))
-        train_ratio = statistics.median(d / t for d, t in zip(dense.train_s, v.train_s))
-        lines.append(f"| {v.label} | {v.params:,} | {v.flops / 1e6:,.0f} M | {1000 * statistics.median(v.infer_s):,.0f} | "
-                     f"{inf_ratio:.2f}x | {1000 * statistics.median(v.train_s):,.0f} | {train_ratio:.2f}x |")
     ratios = speed_ratios(variants)
+    for v in variants:
+        train_ratio = median_ratio(dense.train_s, v.train_s)
+        lines.append(f"| {v.label} | {v.params:,} | {v.flops / 1e6:,.0f} M | {1000 * statistics.median(v.infer_s):,.0f} | "
+                     f"{ratios[v.label]:.2f}x | {1000 * statistics.median(v.train_s):,.0f} | {train_ratio:.2f}x |")
     met = [label for label, r in ratios.items() if label.startswith("chase") and r >= 1.5]
     lines += ["", "Target (a Chase-shrunk model infers at least 1.5x faster than dense): "
               + (f"met by {', '.join(met)}." if met else "not met by any Chase setting.") + " Per setting: "
@@ -369,8 +372,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{args.epochs} epochs; ERK at density 0.1; weight updates every 25 steps for RigL (drop 0.3, "
                   "cosine, until 75%) and Chase (its reference schedule: prune to the budget and grow 5% on top "
                   "until 81%, then RigL-style with 0.5 cosine; channel pruning every 8 updates until 81%, "
-                  f"per-layer floor int(out (1 - Sc) beta)); seeds {args.seeds}. Chase's prunable channels in this CNN are the outputs of its "
-                  "first two convs (the third feeds the classifier through a flatten, as the reference's last "
+                  f"per-layer floor int(out (1 - Sc) beta)); seeds {args.seeds}. Chase's prunable channels in "
+                  "this CNN are the outputs of its first two convs (the third feeds the classifier through a flatten, as the reference's last "
                   "VGG conv).", ""]
         torch.set_num_threads(1)  # tiny models: one thread is as fast, and two oversubscribe a busy machine
         table, accs = accuracy(args, log)
